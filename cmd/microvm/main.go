@@ -1,0 +1,114 @@
+// Command microvm boots Linux kernels (and other 64-bit boot-protocol guests)
+// in KVM micro-VMs. It is a thin layer over package vmm.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/microvm-dev/microvm/vmm"
+	"github.com/spf13/pflag"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+type command struct {
+	name, args, summary string
+	run                 func(start time.Time, args []string) int
+}
+
+func commands() []command {
+	return []command{
+		{"boot", "--kernel PATH [flags]", "boot a kernel with the serial console on this terminal", runBoot},
+		{"version", "", "print the version", func(time.Time, []string) int {
+			fmt.Println("microvm", version)
+			return 0
+		}},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: microvm COMMAND [flags]")
+	fmt.Fprintln(w, "\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'microvm COMMAND --help' for a command's flags.")
+	fmt.Fprintln(w, "Exit codes: 0 guest reset/powered off, 1 internal or KVM error, 2 usage or bad input,")
+	fmt.Fprintln(w, "3 guest crashed, 124 --timeout expired, 130/143 interrupted by SIGINT/SIGTERM.")
+}
+
+func main() {
+	start := time.Now()
+	os.Exit(dispatch(start, os.Args[1:]))
+}
+
+func dispatch(start time.Time, args []string) int {
+	if len(args) == 0 {
+		usage(os.Stderr)
+		return vmm.CodeUsage
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		usage(os.Stdout)
+		return 0
+	case "--version":
+		args[0] = "version"
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(start, args[1:])
+		}
+	}
+	return fail(vmm.CodeUsage, "unknown command %q (see 'microvm --help')", args[0])
+}
+
+// fail prints one line on stderr and returns code.
+func fail(code int, format string, a ...any) int {
+	msg := fmt.Sprintf(format, a...)
+	msg = strings.ReplaceAll(strings.TrimSpace(msg), "\n", " ")
+	fmt.Fprintln(os.Stderr, "microvm: "+msg)
+	return code
+}
+
+// failErr maps an error to its exit code: bad input is 2, the rest 1.
+func failErr(err error) int {
+	var noKVM *vmm.ErrNoKVM
+	switch {
+	case vmm.IsInputError(err):
+		return fail(vmm.CodeUsage, "%v", err)
+	case errors.As(err, &noKVM):
+		return fail(vmm.CodeInternal, "%v", err)
+	}
+	return fail(vmm.CodeInternal, "%v", err)
+}
+
+// newFlags returns a flag set whose errors and help go through our own
+// one-line reporting.
+func newFlags(name, args string) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.SortFlags = false
+	_ = args
+	return fs
+}
+
+// parseFlags parses args; it returns (done, code): done means exit with code.
+func parseFlags(fs *pflag.FlagSet, usageLine string, args []string) (bool, int) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Printf("usage: microvm %s\n\nflags:\n", usageLine)
+			fs.SetOutput(os.Stdout)
+			fs.PrintDefaults()
+			return true, 0
+		}
+		return true, fail(vmm.CodeUsage, "%v (see 'microvm %s --help')", err, fs.Name())
+	}
+	return false, 0
+}

@@ -1,0 +1,96 @@
+// Package devices holds the emulated devices. Each knows only the bus it sits
+// on (through the Device interface) and, where it needs it, guest memory.
+package devices
+
+import (
+	"fmt"
+	"sort"
+)
+
+// Device handles accesses to its window on a bus. off is relative to the
+// window's base; len(data) is the access size (1, 2, 4 or 8).
+type Device interface {
+	Read(off uint64, data []byte)
+	Write(off uint64, data []byte)
+}
+
+// IRQLine raises or lowers one interrupt line of the guest's interrupt
+// controller.
+type IRQLine interface {
+	SetLevel(high bool) error
+}
+
+type window struct {
+	base, size uint64
+	name       string
+	dev        Device
+}
+
+// Bus dispatches port I/O or MMIO accesses to devices. It is filled in before
+// the vCPUs start and read-only afterwards, so lookups need no lock.
+type Bus struct {
+	name    string
+	windows []window // sorted by base, non-overlapping
+}
+
+// NewBus returns an empty bus; name ("pio", "mmio") is used in errors.
+func NewBus(name string) *Bus { return &Bus{name: name} }
+
+// Register attaches dev at [base, base+size). Overlapping windows are refused.
+func (b *Bus) Register(name string, base, size uint64, dev Device) error {
+	if size == 0 || base+size < base {
+		return fmt.Errorf("%s bus: %s: invalid window %#x+%#x", b.name, name, base, size)
+	}
+	i := sort.Search(len(b.windows), func(i int) bool { return b.windows[i].base >= base })
+	if i > 0 {
+		if p := b.windows[i-1]; p.base+p.size > base {
+			return fmt.Errorf("%s bus: %s at %#x+%#x overlaps %s at %#x+%#x", b.name, name, base, size, p.name, p.base, p.size)
+		}
+	}
+	if i < len(b.windows) {
+		if n := b.windows[i]; base+size > n.base {
+			return fmt.Errorf("%s bus: %s at %#x+%#x overlaps %s at %#x+%#x", b.name, name, base, size, n.name, n.base, n.size)
+		}
+	}
+	b.windows = append(b.windows, window{})
+	copy(b.windows[i+1:], b.windows[i:])
+	b.windows[i] = window{base: base, size: size, name: name, dev: dev}
+	return nil
+}
+
+func (b *Bus) find(addr uint64, n int) (Device, uint64, bool) {
+	i := sort.Search(len(b.windows), func(i int) bool { return b.windows[i].base+b.windows[i].size > addr })
+	if i == len(b.windows) {
+		return nil, 0, false
+	}
+	w := b.windows[i]
+	off := addr - w.base
+	if addr < w.base || off+uint64(n) > w.size {
+		return nil, 0, false
+	}
+	return w.dev, off, true
+}
+
+// Read dispatches a read. Accesses that hit no device read as all ones, like
+// an unpopulated ISA bus; the result reports whether a device answered.
+func (b *Bus) Read(addr uint64, data []byte) bool {
+	dev, off, ok := b.find(addr, len(data))
+	if !ok {
+		for i := range data {
+			data[i] = 0xff
+		}
+		return false
+	}
+	dev.Read(off, data)
+	return true
+}
+
+// Write dispatches a write; writes that hit no device are dropped.
+func (b *Bus) Write(addr uint64, data []byte) bool {
+	dev, off, ok := b.find(addr, len(data))
+	if !ok {
+		return false
+	}
+	dev.Write(off, data)
+	return true
+}

@@ -1,0 +1,160 @@
+package devices
+
+import (
+	"bytes"
+	"testing"
+)
+
+type nopDev struct{ last []byte }
+
+func (d *nopDev) Read(off uint64, data []byte)  { data[0] = byte(off) }
+func (d *nopDev) Write(off uint64, data []byte) { d.last = append([]byte(nil), data...) }
+
+func TestBusOverlap(t *testing.T) {
+	b := NewBus("pio")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(b.Register("a", 0x3f8, 8, &nopDev{}))
+	must(b.Register("b", 0x60, 5, &nopDev{}))
+	must(b.Register("c", 0x400, 8, &nopDev{})) // adjacent to nothing
+	must(b.Register("d", 0x3f0, 8, &nopDev{})) // ends exactly where "a" starts
+	for _, tt := range []struct {
+		name       string
+		base, size uint64
+	}{
+		{"same", 0x3f8, 8}, {"inside", 0x3fa, 1}, {"covering", 0x300, 0x200},
+		{"tail", 0x3ff, 2}, {"head", 0x5f, 2}, {"zero", 0x1000, 0}, {"wrap", ^uint64(0), 2},
+	} {
+		if err := b.Register(tt.name, tt.base, tt.size, &nopDev{}); err == nil {
+			t.Errorf("%s: window %#x+%#x accepted", tt.name, tt.base, tt.size)
+		}
+	}
+	d := make([]byte, 1)
+	if !b.Read(0x3fd, d) || d[0] != 5 {
+		t.Errorf("read 0x3fd: %v %d", b.Read(0x3fd, d), d[0])
+	}
+	if b.Read(0x500, d) || d[0] != 0xff {
+		t.Errorf("unmapped read = %#x, want 0xff", d[0])
+	}
+	d4 := make([]byte, 4)
+	if b.Read(0x3fe, d4) {
+		t.Error("access straddling the window end was dispatched")
+	}
+}
+
+type fakeIRQ struct {
+	level bool
+	edges int
+}
+
+func (f *fakeIRQ) SetLevel(high bool) error {
+	if high && !f.level {
+		f.edges++
+	}
+	f.level = high
+	return nil
+}
+
+func TestSerialRegisters(t *testing.T) {
+	var out bytes.Buffer
+	irq := &fakeIRQ{}
+	s := NewSerial(&out, irq)
+	rd := func(off uint64) uint8 { d := []byte{0}; s.Read(off, d); return d[0] }
+	wr := func(off uint64, v uint8) { s.Write(off, []byte{v}) }
+
+	if lsr := rd(uartLSR); lsr&(lsrTHRE|lsrTEMT) != lsrTHRE|lsrTEMT || lsr&lsrDR != 0 {
+		t.Fatalf("idle LSR %#x", lsr)
+	}
+	if iir := rd(uartIIR); iir != iirNone {
+		t.Fatalf("idle IIR %#x", iir)
+	}
+	wr(uartMCR, mcrOUT2) // OUT2 gates the IRQ to the PIC on PCs
+	// Enabling THRE interrupts with THR empty raises one at once.
+	wr(uartIER, ierTHRE)
+	if !irq.level {
+		t.Fatal("THRE interrupt not raised on enable")
+	}
+	if iir := rd(uartIIR); iir != iirTHRE {
+		t.Fatalf("IIR %#x, want THRE", iir)
+	}
+	if iir := rd(uartIIR); iir != iirNone || irq.level {
+		t.Fatalf("IIR read did not clear THRE: %#x level %v", iir, irq.level)
+	}
+	wr(uartRBR, 'h')
+	wr(uartRBR, 'i')
+	if out.String() != "hi" {
+		t.Fatalf("output %q", out.String())
+	}
+	if iir := rd(uartIIR); iir != iirTHRE {
+		t.Fatalf("after THR write IIR %#x, want THRE", iir)
+	}
+	// Receive: RDA outranks THRE, LSR.DR follows the FIFO.
+	wr(uartIER, ierRDA|ierTHRE)
+	if n := s.Enqueue([]byte("ok")); n != 2 {
+		t.Fatalf("enqueued %d", n)
+	}
+	if iir := rd(uartIIR); iir != iirRDA || rd(uartLSR)&lsrDR == 0 {
+		t.Fatalf("IIR %#x, want RDA", iir)
+	}
+	if a, b := rd(uartRBR), rd(uartRBR); a != 'o' || b != 'k' {
+		t.Fatalf("read %q%q", a, b)
+	}
+	if rd(uartLSR)&lsrDR != 0 {
+		t.Fatal("DR still set on empty FIFO")
+	}
+	// FIFO holds 64 bytes; the rest waits.
+	if n := s.Enqueue(make([]byte, 100)); n != fifoSize {
+		t.Fatalf("FIFO took %d bytes", n)
+	}
+	wr(uartIIR, 0x07) // FCR: enable + clear FIFOs
+	if rd(uartLSR)&lsrDR != 0 {
+		t.Fatal("FCR did not clear RX FIFO")
+	}
+	// DLAB switches offsets 0 and 1 to the divisor latch.
+	wr(uartLCR, lcrDLAB)
+	wr(uartRBR, 0x0c)
+	wr(uartIER, 0x00)
+	if rd(uartRBR) != 0x0c || out.Len() != 2 {
+		t.Fatal("DLL write leaked to output or was lost")
+	}
+	wr(uartLCR, 0x03)
+	// Loopback: the MSR mirrors MCR (Linux's 8250 probe checks 0x90).
+	wr(uartMCR, mcrLoop|mcrOUT2|mcrRTS)
+	if msr := rd(uartMSR); msr&0xf0 != msrCTS|msrDCD {
+		t.Fatalf("loopback MSR %#x", msr)
+	}
+	wr(uartRBR, 'L')
+	if rd(uartRBR) != 'L' || out.Len() != 2 {
+		t.Fatal("loopback byte not received / leaked")
+	}
+	wr(uartSCR, 0x5a)
+	if rd(uartSCR) != 0x5a {
+		t.Fatal("scratch register")
+	}
+}
+
+func TestI8042AndDebugPort(t *testing.T) {
+	resets := 0
+	k := &I8042{OnReset: func() { resets++ }}
+	k.Write(i8042CmdPort, []byte{0xd1})
+	k.Write(i8042DataPort, []byte{0xfe})
+	if resets != 0 {
+		t.Fatal("reset on the wrong command")
+	}
+	k.Write(i8042CmdPort, []byte{0xfe})
+	if resets != 1 {
+		t.Fatal("0xfe on port 0x64 did not reset")
+	}
+	var got [][2]uint32
+	d := &DebugPort{OnMilestone: func(c uint8, v uint32) { got = append(got, [2]uint32{uint32(c), v}) }}
+	d.Write(0, []byte{0x01})
+	d.Write(0, []byte{0x03, 7, 0, 0})
+	d.Write(DebugPortNoop, []byte{1, 2, 3, 4})
+	if len(got) != 2 || got[0] != [2]uint32{1, 0} || got[1] != [2]uint32{3, 7} {
+		t.Fatalf("milestones %v", got)
+	}
+}

@@ -1,0 +1,25 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+)
+
+// InputError is bad input from the user: a flag value or a file that cannot be
+// used. What names the flag or the file; the CLI maps it to exit code 2.
+type InputError struct {
+	What string
+	Msg  string
+}
+
+func (e *InputError) Error() string { return e.What + ": " + e.Msg }
+
+func inputErr(what, format string, a ...any) error {
+	return &InputError{What: what, Msg: fmt.Sprintf(format, a...)}
+}
+
+// IsInputError reports whether err is (or wraps) an InputError.
+func IsInputError(err error) bool {
+	var ie *InputError
+	return errors.As(err, &ie)
+}

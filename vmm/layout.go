@@ -1,0 +1,82 @@
+package vmm
+
+// The one table of guest-physical addresses, I/O ports and IRQ numbers.
+// Nothing else in the VMM hard-codes an address: devices and the boot code
+// take theirs from here.
+
+const (
+	KiB = 1 << 10
+	MiB = 1 << 20
+	GiB = 1 << 30
+)
+
+// Guest-physical memory layout.
+const (
+	// GDTAddr holds the flat boot GDT (null, null, code 0x10, data 0x18, TSS 0x20)
+	// required by the 64-bit boot protocol (Documentation/arch/x86/boot.rst).
+	GDTAddr = 0x500
+	// ZeroPageAddr is struct boot_params; %rsi points here at entry.
+	ZeroPageAddr = 0x7000
+	// BootStackAddr is the initial %rsp (grows down into 0x8000-0x8fff).
+	BootStackAddr = 0x8ff0
+	// PML4Addr, PDPTAddr and PDAddr hold the boot identity map, built from
+	// 2 MiB pages (1 GiB pages are not available on every host KVM).
+	PML4Addr = 0x9000
+	PDPTAddr = 0xa000
+	PDAddr   = 0xb000
+	// MaxIdentityMap bounds the boot identity map: one PD page per GiB.
+	MaxIdentityMap = 16 * GiB
+	// CmdlineAddr holds the kernel command line; CmdlineMax bounds it.
+	CmdlineAddr = 0x20000
+	CmdlineMax  = 0x10000
+	// GuestFreeStart..GuestFreeEnd is left to the guest (AP trampolines, stacks).
+	GuestFreeStart = 0x30000
+	GuestFreeEnd   = 0x9f000
+	// EBDAStart..HighMemStart is reserved in the e820 map; the MP table lives there.
+	EBDAStart    = 0x9fc00
+	MPTableAddr  = EBDAStart
+	HighMemStart = 0x100000
+	// KernelLoadAddr is where a bzImage's protected-mode code is loaded.
+	KernelLoadAddr = HighMemStart
+
+	// MMIOHoleStart..MMIOHoleEnd is the 32-bit device hole: RAM beyond it is
+	// placed above 4 GiB.
+	MMIOHoleStart = 3 * GiB
+	MMIOHoleEnd   = 4 * GiB
+	// VirtioMMIOBase is the first virtio-mmio window; each device gets
+	// VirtioMMIOSize bytes.
+	VirtioMMIOBase = 0xd0000000
+	VirtioMMIOSize = 0x1000
+	IOAPICAddr     = 0xfec00000
+	LAPICAddr      = 0xfee00000
+	// TSSAddr and IdentityMapAddr are the three pages KVM needs for its
+	// real-mode emulation on Intel (KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR).
+	IdentityMapAddr = 0xfffbc000
+	TSSAddr         = 0xfffbd000
+
+	// MinMemory and MaxMemory bound --memory.
+	MinMemory = 32 * MiB
+	MaxMemory = 1024 * GiB
+)
+
+// I/O ports.
+const (
+	COM1Port     = 0x3f8
+	COM1Size     = 8
+	I8042Port    = 0x60
+	I8042CmdPort = 0x64
+	// DebugPort is the boot/debug port: a guest writes a milestone code here
+	// and the VMM timestamps it. DebugPortSize covers a no-op register at
+	// DebugPort+4 used by the exit-path benchmark.
+	DebugPort     = 0x3f0
+	DebugPortSize = 8
+)
+
+// IRQ numbers (ISA IRQs routed through the in-kernel PIC and IOAPIC).
+const (
+	COM1IRQ = 4
+	// VirtioIRQBase is the first IRQ of the virtio-mmio devices.
+	VirtioIRQBase = 5
+	// MaxIRQ is the highest IOAPIC pin announced in the MP table.
+	MaxIRQ = 23
+)

@@ -1,0 +1,553 @@
+package vmm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/microvm-dev/microvm/devices"
+	"golang.org/x/sys/unix"
+)
+
+// ExitReason says how a machine stopped.
+type ExitReason string
+
+const (
+	ExitReset    ExitReason = "reset"    // the guest reset (i8042 or KVM reset event)
+	ExitPoweroff ExitReason = "poweroff" // the guest powered off
+	ExitCrash    ExitReason = "crash"    // triple fault, emulation failure, kernel panic
+	ExitTimeout  ExitReason = "timeout"  // the context's deadline passed
+	ExitCanceled ExitReason = "canceled" // the context was canceled
+	ExitError    ExitReason = "error"    // a VMM or KVM failure
+	ExitStopped  ExitReason = "stopped"  // internal: a vCPU was told to stop
+)
+
+// Exit codes of the microvm command, one per reason.
+const (
+	CodeOK       = 0
+	CodeInternal = 1
+	CodeUsage    = 2
+	CodeCrash    = 3
+	CodeTimeout  = 124
+)
+
+// Config describes a machine to boot.
+type Config struct {
+	Kernel  string // bzImage or ELF64 path
+	Initrd  string // optional initramfs path
+	Cmdline string
+	CPUs    int
+	Memory  uint64 // bytes
+	// Console receives the guest's serial output; nil discards it.
+	Console io.Writer
+	// Start is when the boot began, for the timeline (default: now).
+	Start time.Time
+	// OnMilestone, if set, sees every boot/debug port write (vCPU thread).
+	OnMilestone func(code uint8, value uint32)
+}
+
+// Result is how a run ended.
+type Result struct {
+	Reason ExitReason
+	Detail string // e.g. the crash cause and RIP
+	Err    error  // set when Reason is ExitError
+	// GuestStatus is the exit status the guest agent reported with the
+	// command-done milestone, or -1.
+	GuestStatus int
+	Timeline    []Mark
+}
+
+// ExitCode maps a result to the documented exit codes.
+func (r Result) ExitCode() int {
+	switch r.Reason {
+	case ExitReset, ExitPoweroff:
+		return CodeOK
+	case ExitCrash:
+		return CodeCrash
+	case ExitTimeout:
+		return CodeTimeout
+	case ExitCanceled:
+		return 130
+	}
+	return CodeInternal
+}
+
+// Machine is a configured VM: memory, vCPUs, devices, loaded kernel.
+type Machine struct {
+	cfg      Config
+	kvm      *KVM
+	vm       *os.File
+	mem      *Memory
+	vcpus    []*vcpu
+	pio      *devices.Bus
+	mmio     *devices.Bus
+	serial   *devices.Serial
+	timeline *Timeline
+
+	stopping    atomic.Bool
+	guestExit   chan vcpuExit // device-initiated exits (i8042 reset)
+	guestStatus atomic.Int32
+	panicWatch  *panicWatcher
+	runOnce     sync.Once
+}
+
+func readInput(what, path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, inputErr(what, "%s: no such file", path)
+		}
+		return nil, inputErr(what, "%s: %v", path, errors.Unwrap(err))
+	}
+	if st.IsDir() {
+		return nil, inputErr(what, "%s is a directory, not a file", path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, inputErr(what, "%s: cannot read: %v", path, errors.Unwrap(err))
+	}
+	return b, nil
+}
+
+// Validate checks the parts of a config that need no KVM.
+func (c *Config) Validate() error {
+	if c.CPUs < 1 || c.CPUs > 254 {
+		return inputErr("--cpus", "%d is out of range: need 1 to 254", c.CPUs)
+	}
+	if c.Memory < MinMemory {
+		return inputErr("--memory", "%d MiB is below the minimum of %d MiB", c.Memory/MiB, MinMemory/MiB)
+	}
+	if c.Memory > MaxMemory {
+		return inputErr("--memory", "%d GiB is above the maximum of %d GiB", c.Memory/GiB, MaxMemory/GiB)
+	}
+	if c.Kernel == "" {
+		return inputErr("--kernel", "no kernel given")
+	}
+	return nil
+}
+
+// New validates cfg, creates the VM and loads the kernel, ready to Run.
+func New(cfg Config) (m *Machine, err error) {
+	if cfg.Start.IsZero() {
+		cfg.Start = time.Now()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	kb, err := readInput("--kernel", cfg.Kernel)
+	if err != nil {
+		return nil, err
+	}
+	k, err := ParseKernel(cfg.Kernel, kb)
+	if err != nil {
+		return nil, &InputError{What: "--kernel", Msg: err.Error()}
+	}
+	if len(cfg.Cmdline) > k.CmdlineMax {
+		return nil, inputErr("--cmdline", "is %d bytes; this kernel accepts at most %d", len(cfg.Cmdline), k.CmdlineMax)
+	}
+	if bytes.IndexByte([]byte(cfg.Cmdline), 0) >= 0 {
+		return nil, inputErr("--cmdline", "contains a NUL byte")
+	}
+	// Everything about the input is checked before KVM is touched.
+	if err := k.CheckFits(cfg.Memory); err != nil {
+		return nil, err
+	}
+	var initrd []byte
+	initrdAddr := uint64(0)
+	if cfg.Initrd != "" {
+		// Size first: an initrd larger than RAM is refused before it is read.
+		if st, err := os.Stat(cfg.Initrd); err == nil && st.Mode().IsRegular() {
+			if initrdAddr, err = k.InitrdAddr(cfg.Memory, uint64(st.Size())); err != nil {
+				return nil, inputErr("--initrd", "%s: %v", cfg.Initrd, err)
+			}
+		}
+		if initrd, err = readInput("--initrd", cfg.Initrd); err != nil {
+			return nil, err
+		}
+	}
+
+	m = &Machine{
+		cfg:       cfg,
+		timeline:  NewTimeline(cfg.Start),
+		pio:       devices.NewBus("pio"),
+		mmio:      devices.NewBus("mmio"),
+		guestExit: make(chan vcpuExit, 1),
+	}
+	m.guestStatus.Store(-1)
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	if m.kvm, err = OpenKVM(); err != nil {
+		return nil, err
+	}
+	if max := m.kvm.MaxVCPUs(); cfg.CPUs > max {
+		return nil, inputErr("--cpus", "%d exceeds this host's KVM limit of %d", cfg.CPUs, max)
+	}
+	if err = m.createVM(); err != nil {
+		return nil, err
+	}
+	if m.mem, err = NewMemory(cfg.Memory); err != nil {
+		return nil, err
+	}
+	if err = m.mapMemory(); err != nil {
+		return nil, err
+	}
+	m.timeline.Mark(PhaseVMReady)
+	if err = m.loadKernel(k, initrd, initrdAddr); err != nil {
+		return nil, err
+	}
+	if err = m.addDevices(); err != nil {
+		return nil, err
+	}
+	if err = m.createVCPUs(k.Entry); err != nil {
+		return nil, err
+	}
+	m.timeline.Mark(PhaseKernel)
+	return m, nil
+}
+
+func (m *Machine) vmIoctl(name string, req, arg uintptr) error {
+	if _, err := ioctl(int(m.vm.Fd()), req, arg); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// createVM creates the VM with an in-kernel IRQ chip and PIT, as
+// Documentation/virt/kvm/api.rst orders it: TSS and identity map first.
+func (m *Machine) createVM() error {
+	fd, err := ioctl(m.kvm.fd(), kvmCreateVM, 0)
+	if err != nil {
+		return fmt.Errorf("KVM_CREATE_VM: %w", err)
+	}
+	m.vm = os.NewFile(fd, "kvm-vm")
+	unix.CloseOnExec(int(fd))
+	idmap := uint64(IdentityMapAddr)
+	pit := pitConfig{Flags: pitSpeakerDummy}
+	for _, s := range []struct {
+		name     string
+		req, arg uintptr
+	}{
+		{"KVM_SET_TSS_ADDR", kvmSetTSSAddr, TSSAddr},
+		{"KVM_SET_IDENTITY_MAP_ADDR", kvmSetIdentityMapAddr, uintptr(unsafe.Pointer(&idmap))},
+		{"KVM_CREATE_IRQCHIP", kvmCreateIRQChip, 0},
+		{"KVM_CREATE_PIT2", kvmCreatePIT2, uintptr(unsafe.Pointer(&pit))},
+	} {
+		if err := m.vmIoctl(s.name, s.req, s.arg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Machine) mapMemory() error {
+	for i, r := range m.mem.Regions {
+		reg := userspaceMemoryRegion{
+			Slot:          uint32(i),
+			GuestPhysAddr: r.GPA,
+			MemorySize:    r.Size,
+			UserspaceAddr: uint64(uintptr(unsafe.Pointer(&r.host[0]))),
+		}
+		if err := m.vmIoctl("KVM_SET_USER_MEMORY_REGION", kvmSetUserMemoryRegion, uintptr(unsafe.Pointer(&reg))); err != nil {
+			return fmt.Errorf("map guest RAM at %#x: %w", r.GPA, err)
+		}
+	}
+	return nil
+}
+
+// loadKernel places the kernel, initrd, command line, zero page and the
+// boot-time tables in guest memory.
+func (m *Machine) loadKernel(k *Kernel, initrd []byte, addr uint64) error {
+	if err := k.Load(m.mem); err != nil {
+		return err
+	}
+	bp := k.BootParams()
+	if len(initrd) > 0 {
+		if err := m.mem.Write(addr, initrd); err != nil {
+			return fmt.Errorf("load initrd %s: %w", m.cfg.Initrd, err)
+		}
+		bp.SetRamdisk(addr, uint64(len(initrd)))
+	}
+	if err := m.mem.Write(CmdlineAddr, append([]byte(m.cfg.Cmdline), 0)); err != nil {
+		return fmt.Errorf("write cmdline: %w", err)
+	}
+	bp.SetCmdline(CmdlineAddr)
+	bp.SetE820(E820(m.mem.Regions))
+	if err := m.mem.Write(ZeroPageAddr, bp[:]); err != nil {
+		return fmt.Errorf("write boot_params: %w", err)
+	}
+	if err := writeGDT(m.mem); err != nil {
+		return fmt.Errorf("write GDT: %w", err)
+	}
+	if err := writePageTables(m.mem); err != nil {
+		return err
+	}
+	if err := m.mem.Write(MPTableAddr, buildMPTable(MPTableAddr, m.cfg.CPUs)); err != nil {
+		return fmt.Errorf("write MP table: %w", err)
+	}
+	return nil
+}
+
+// irqLine drives one in-kernel IRQ chip input with KVM_IRQ_LINE.
+type irqLine struct {
+	vm  *os.File
+	irq uint32
+}
+
+func (l irqLine) SetLevel(high bool) error {
+	lv := irqLevel{IRQ: l.irq}
+	if high {
+		lv.Level = 1
+	}
+	_, err := ioctl(int(l.vm.Fd()), kvmIRQLine, uintptr(unsafe.Pointer(&lv)))
+	return err
+}
+
+func (m *Machine) addDevices() error {
+	out := m.cfg.Console
+	if out == nil {
+		out = io.Discard
+	}
+	m.panicWatch = &panicWatcher{w: out}
+	m.serial = devices.NewSerial(m.panicWatch, irqLine{vm: m.vm, irq: COM1IRQ})
+	m.serial.OnFirstByte = func() { m.timeline.Mark(PhaseFirstOutput) }
+	i8042 := &devices.I8042{OnReset: func() { m.guestStopped(vcpuExit{reason: ExitReset}) }}
+	debug := &devices.DebugPort{OnMilestone: m.milestone}
+	for _, d := range []struct {
+		name       string
+		base, size uint64
+		dev        devices.Device
+	}{
+		{"com1", COM1Port, COM1Size, m.serial},
+		{"i8042", I8042Port, I8042CmdPort - I8042Port + 1, i8042},
+		{"debug", DebugPort, DebugPortSize, debug},
+	} {
+		if err := m.pio.Register(d.name, d.base, d.size, d.dev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Machine) milestone(code uint8, value uint32) {
+	switch code {
+	case MilestoneInit:
+		m.timeline.Mark(PhaseInit)
+	case MilestoneAgentReady:
+		m.timeline.Mark(PhaseAgentReady)
+	case MilestoneCommandDone:
+		m.guestStatus.Store(int32(value & 0xff))
+		m.timeline.Mark(PhaseCommandDone)
+	}
+	if m.cfg.OnMilestone != nil {
+		m.cfg.OnMilestone(code, value)
+	}
+}
+
+func (m *Machine) createVCPUs(entry uint64) error {
+	size, err := m.kvm.vcpuMmapSize()
+	if err != nil {
+		return fmt.Errorf("KVM_GET_VCPU_MMAP_SIZE: %w", err)
+	}
+	supported, err := m.kvm.SupportedCPUID()
+	if err != nil {
+		return err
+	}
+	for i := 0; i < m.cfg.CPUs; i++ {
+		fd, err := ioctl(int(m.vm.Fd()), kvmCreateVCPU, uintptr(i))
+		if err != nil {
+			return fmt.Errorf("KVM_CREATE_VCPU %d: %w", i, err)
+		}
+		unix.CloseOnExec(int(fd))
+		v := &vcpu{id: i, f: os.NewFile(fd, fmt.Sprintf("kvm-vcpu-%d", i))}
+		m.vcpus = append(m.vcpus, v)
+		if v.run, err = unix.Mmap(int(fd), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+			return fmt.Errorf("mmap kvm_run of vcpu %d: %w", i, err)
+		}
+		if err := v.setupCPU(supported, m.cfg.CPUs); err != nil {
+			return err
+		}
+	}
+	// Only the BSP gets boot state; APs wait in the in-kernel LAPIC for the
+	// guest's INIT/SIPI.
+	return m.vcpus[0].setupBoot(entry)
+}
+
+// guestStopped records a device-initiated exit and stops the vCPUs.
+func (m *Machine) guestStopped(e vcpuExit) {
+	select {
+	case m.guestExit <- e:
+	default:
+	}
+	m.stop()
+}
+
+func (m *Machine) stop() {
+	m.stopping.Store(true)
+	for _, v := range m.vcpus {
+		v.kick()
+	}
+}
+
+// Run runs the guest until it resets, powers off, crashes, or ctx ends. A
+// machine runs once.
+func (m *Machine) Run(ctx context.Context) Result {
+	res := Result{Reason: ExitError, Err: errors.New("machine already ran"), GuestStatus: -1}
+	m.runOnce.Do(func() { res = m.run(ctx) })
+	return res
+}
+
+func (m *Machine) run(ctx context.Context) Result {
+	exits := make(chan vcpuExit, len(m.vcpus))
+	var wg sync.WaitGroup
+	for _, v := range m.vcpus {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e := v.loop(m)
+			if e.reason != ExitStopped {
+				m.stop()
+			}
+			exits <- e
+		}()
+	}
+	var first vcpuExit
+	select {
+	case <-ctx.Done():
+		first = vcpuExit{reason: ExitCanceled}
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			first.reason = ExitTimeout
+		}
+		m.stop()
+	case first = <-exits:
+	case first = <-m.guestExit:
+	}
+	wg.Wait()
+	close(exits)
+	// A device-initiated exit (reset) beats the "stopped" it caused; a real
+	// vCPU exit beats a plain stop.
+	if first.reason == ExitStopped {
+		select {
+		case e := <-m.guestExit:
+			first = e
+		default:
+		}
+		for e := range exits {
+			if e.reason != ExitStopped {
+				first = e
+				break
+			}
+		}
+	}
+	if (first.reason == ExitReset || first.reason == ExitPoweroff) && m.panicWatch.panicked() {
+		first = vcpuExit{reason: ExitCrash, detail: "guest kernel panic: " + m.panicWatch.line()}
+	}
+	m.timeline.Mark(PhaseExit)
+	return Result{
+		Reason:      first.reason,
+		Detail:      first.detail,
+		Err:         first.err,
+		GuestStatus: int(m.guestStatus.Load()),
+		Timeline:    m.timeline.Marks(),
+	}
+}
+
+// SendInput feeds host bytes to the guest's serial port, waiting while the
+// receive FIFO is full, until ctx ends.
+func (m *Machine) SendInput(ctx context.Context, b []byte) error {
+	for len(b) > 0 {
+		n := m.serial.Enqueue(b)
+		b = b[n:]
+		if len(b) == 0 {
+			return nil
+		}
+		select {
+		case <-m.serial.Space():
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+			if m.stopping.Load() {
+				return errors.New("guest stopped")
+			}
+		}
+	}
+	return nil
+}
+
+// Timeline returns the boot timeline recorded so far.
+func (m *Machine) Timeline() *Timeline { return m.timeline }
+
+// Memory returns guest memory (e.g. to report how much the guest touched).
+func (m *Machine) Memory() *Memory { return m.mem }
+
+// Close releases the VM. Call it after Run returns.
+func (m *Machine) Close() {
+	for _, v := range m.vcpus {
+		v.close()
+	}
+	m.vcpus = nil
+	if m.vm != nil {
+		m.vm.Close()
+		m.vm = nil
+	}
+	if m.mem != nil {
+		m.mem.Close()
+		m.mem = nil
+	}
+	if m.kvm != nil {
+		m.kvm.Close()
+		m.kvm = nil
+	}
+}
+
+// panicWatcher passes console output through and notices a Linux
+// "Kernel panic - not syncing" line, so that a panic followed by the reboot
+// that panic=N triggers is reported as a crash, not a clean reset.
+type panicWatcher struct {
+	w    io.Writer
+	mu   sync.Mutex
+	tail []byte
+	hit  []byte
+}
+
+var panicMarker = []byte("Kernel panic - not syncing")
+
+func (p *panicWatcher) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	switch {
+	case p.hit == nil:
+		p.tail = append(p.tail, b...)
+		if i := bytes.Index(p.tail, panicMarker); i >= 0 {
+			p.hit = append([]byte(nil), p.tail[i:]...)
+			p.tail = nil
+		} else if len(p.tail) > 256 {
+			p.tail = append(p.tail[:0], p.tail[len(p.tail)-len(panicMarker)+1:]...)
+		}
+	case len(p.hit) < 200 && bytes.IndexByte(p.hit, '\n') < 0:
+		p.hit = append(p.hit, b...)
+	}
+	p.mu.Unlock()
+	return p.w.Write(b)
+}
+
+func (p *panicWatcher) panicked() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.hit != nil
+}
+
+func (p *panicWatcher) line() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l, _, _ := bytes.Cut(p.hit, []byte("\n"))
+	return string(bytes.TrimSpace(l))
+}
