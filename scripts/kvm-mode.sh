@@ -1,0 +1,18 @@
+# Sourced by scripts that boot guests. Sets KVM_MODE to "direct" when this
+# host's /dev/kvm is hardware-backed, else "nested" (use the QEMU-TCG L1
+# harness), and KVM_MODE_REASON to a short explanation.
+KVM_MODE=nested
+if [[ ${MICROVM_FORCE_NESTED:-0} == 1 ]]; then
+	KVM_MODE_REASON="MICROVM_FORCE_NESTED=1"
+elif [[ ! -e /dev/kvm ]]; then
+	KVM_MODE_REASON="host /dev/kvm missing"
+elif ! (exec 3<>/dev/kvm) 2>/dev/null; then
+	KVM_MODE_REASON="host /dev/kvm not openable read-write"
+elif [[ -e /sys/module/kvm_pvm ]]; then
+	KVM_MODE_REASON="host /dev/kvm is the paravirtual kvm_pvm"
+elif ! grep -qwE 'vmx|svm' /proc/cpuinfo; then
+	KVM_MODE_REASON="host CPU has no vmx/svm"
+else
+	KVM_MODE=direct
+	KVM_MODE_REASON="host /dev/kvm is hardware-backed ($(grep -owE 'vmx|svm' /proc/cpuinfo | head -n1))"
+fi

@@ -1,0 +1,181 @@
+// Command l1init is /init of the nested harness's L1 initramfs (see package
+// nested). It mounts the basic filesystems, reads /l1config.json, runs the
+// payload with its output on the console, prints "@@L1-EXIT <code>" and
+// reboots, which ends QEMU (run with -no-reboot). It never waits forever: a
+// payload that overruns its timeout is killed and reported as exit 124.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+type config struct {
+	Init       string   `json:"init"`
+	Args       []string `json:"args"`
+	Env        []string `json:"env"`
+	Dir        string   `json:"dir"`
+	TimeoutMS  int64    `json:"timeout_ms"`
+	RequireKVM bool     `json:"require_kvm"`
+}
+
+const (
+	exitTimeout    = 124
+	exitKVMMissing = 125
+	exitInitError  = 126
+	exitNotFound   = 127
+)
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stdout, "@@L1 "+format+"\n", args...)
+}
+
+func mount(src, target, fstype string, flags uintptr, data string) {
+	os.MkdirAll(target, 0o755)
+	if err := unix.Mount(src, target, fstype, flags, data); err != nil && !errors.Is(err, unix.EBUSY) {
+		logf("mount %s on %s: %v", fstype, target, err)
+	}
+}
+
+// fixStdio gives us the console as stdio if the kernel could not.
+func fixStdio() {
+	if _, err := unix.FcntlInt(1, unix.F_GETFD, 0); err == nil {
+		return
+	}
+	fd, err := unix.Open("/dev/console", unix.O_RDWR, 0)
+	if err != nil {
+		return
+	}
+	for i := 0; i < 3; i++ {
+		unix.Dup2(fd, i)
+	}
+	if fd > 2 {
+		unix.Close(fd)
+	}
+}
+
+// loopbackUp brings up lo; failures (no CONFIG_NET) are ignored.
+func loopbackUp() {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return
+	}
+	if unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr) != nil {
+		return
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+func setup() {
+	mount("devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755")
+	fixStdio()
+	mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+	mount("sysfs", "/sys", "sysfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+	mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777")
+	loopbackUp()
+}
+
+func run(cfg *config) int {
+	if cfg.Init == "" {
+		logf("no payload in /l1config.json")
+		return exitInitError
+	}
+	env := []string{
+		"PATH=/bin:/sbin:/usr/bin:/usr/sbin:/usr/local/bin",
+		"HOME=/tmp",
+		"TMPDIR=/tmp",
+	}
+	env = append(env, cfg.Env...) // later entries win in os/exec
+	cmd := exec.Command(cfg.Init, cfg.Args...)
+	cmd.Env = env
+	cmd.Dir = cfg.Dir
+	cmd.Stdout = os.Stdout
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf("starting payload: %v", err)
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, exec.ErrNotFound) {
+			return exitNotFound
+		}
+		return exitInitError
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var timeout <-chan time.Time
+	if cfg.TimeoutMS > 0 {
+		timeout = time.After(time.Duration(cfg.TimeoutMS) * time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		return exitCode(cmd, err)
+	case <-timeout:
+		logf("payload overran its timeout of %v; killing it", time.Duration(cfg.TimeoutMS)*time.Millisecond)
+		unix.Kill(-cmd.Process.Pid, unix.SIGKILL)
+		unix.Kill(cmd.Process.Pid, unix.SIGKILL)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			logf("payload did not die")
+		}
+		return exitTimeout
+	}
+}
+
+func exitCode(cmd *exec.Cmd, err error) int {
+	if err == nil {
+		return 0
+	}
+	if cmd.ProcessState == nil {
+		return exitInitError
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return cmd.ProcessState.ExitCode()
+}
+
+func main() {
+	setup()
+	code := func() int {
+		raw, err := os.ReadFile("/l1config.json")
+		if err != nil {
+			logf("reading config: %v", err)
+			return exitInitError
+		}
+		var cfg config
+		if err := json.Unmarshal(raw, &cfg); err != nil {
+			logf("parsing config: %v", err)
+			return exitInitError
+		}
+		if _, err := os.Stat("/dev/kvm"); err != nil {
+			logf("kvm missing")
+			if cfg.RequireKVM {
+				return exitKVMMissing
+			}
+		}
+		logf("start")
+		return run(&cfg)
+	}()
+	// The leading newline keeps the marker on its own line.
+	fmt.Fprintf(os.Stdout, "\n@@L1-EXIT %d\n", code)
+	unix.Sync()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
+		fmt.Fprintf(os.Stdout, "@@L1 reboot: %v\n", strings.TrimSpace(err.Error()))
+	}
+	// Returning from init panics the kernel, and panic=-1 reboots it.
+	os.Exit(code)
+}

@@ -1,0 +1,448 @@
+// Package nested runs a program inside an L1 Linux booted under QEMU TCG
+// ("-accel tcg -cpu max", which emulates AMD SVM), so that the program sees a
+// working /dev/kvm (kvm_amd) even where the host has none or only a
+// paravirtual one.
+//
+// The L1 boots from an initramfs that Run writes: /init is the static Go
+// program in ./l1init, which reads /l1config.json, runs the payload with its
+// output on the serial console, prints "@@L1-EXIT <code>" and reboots; QEMU
+// runs with -no-reboot, so it exits then.
+package nested
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config describes one L1 run.
+type Config struct {
+	// Kernel is the host path of the L1 bzImage. It needs KVM and KVM_AMD
+	// built in, devtmpfs, tmpfs and a serial console.
+	Kernel string
+	// Files maps a destination path inside L1 to a host path. A host
+	// directory is copied recursively. Files with an execute bit get 0755.
+	Files map[string]string
+	// Init is the path inside L1 of the payload program.
+	Init string
+	// Args are the payload's arguments (without argv[0]).
+	Args []string
+	// Env holds extra KEY=VALUE entries for the payload. PATH, HOME=/tmp
+	// and TMPDIR=/tmp are set by default and can be overridden.
+	Env []string
+	// Dir is the payload's working directory inside L1 (default "/").
+	Dir string
+	// MemoryMiB is L1's RAM (default 4096). The initramfs, and so every
+	// file in Files, lives in this RAM, as does /tmp.
+	MemoryMiB int
+	// CPUs is L1's vCPU count (default 1). Above 1, MTTCG is used.
+	CPUs int
+	// Timeout bounds the whole run, boot included (default 10 minutes).
+	// The payload gets a little less, so an overrun ends as exit code 124
+	// with a clean L1 shutdown rather than a killed QEMU.
+	Timeout time.Duration
+	// Console, if set, receives L1's serial console output live.
+	Console io.Writer
+	// KernelArgs are appended to the L1 kernel command line.
+	KernelArgs string
+	// AllowNoKVM lets the payload run even if L1 has no /dev/kvm.
+	// Otherwise that ends the run with an error.
+	AllowNoKVM bool
+	// L1Init is a prebuilt static l1init binary. If empty, Run builds
+	// ./l1init with "go build" (CGO_ENABLED=0).
+	L1Init string
+	// QEMU is the QEMU binary (default qemu-system-x86_64 from PATH).
+	QEMU string
+}
+
+// Result is the outcome of a run that reached the payload's end.
+type Result struct {
+	// ExitCode is the payload's exit status: 128+n if killed by signal n,
+	// 124 if it overran its timeout, 127 if it could not be started.
+	ExitCode int
+	// Duration is the wall time from QEMU's start to its exit.
+	Duration time.Duration
+	// Output is everything L1 printed on its console (and QEMU's stderr).
+	Output []byte
+}
+
+// Error is returned when L1 did not report the payload's exit status.
+type Error struct {
+	Reason string   // what happened, one line
+	Tail   []string // last console lines (up to 20)
+}
+
+func (e *Error) Error() string {
+	if len(e.Tail) == 0 {
+		return "nested: " + e.Reason
+	}
+	return "nested: " + e.Reason + "; last console lines:\n\t" + strings.Join(e.Tail, "\n\t")
+}
+
+// l1Config is the JSON file /l1config.json that l1init reads.
+type l1Config struct {
+	Init       string   `json:"init"`
+	Args       []string `json:"args,omitempty"`
+	Env        []string `json:"env,omitempty"`
+	Dir        string   `json:"dir,omitempty"`
+	TimeoutMS  int64    `json:"timeout_ms,omitempty"`
+	RequireKVM bool     `json:"require_kvm"`
+}
+
+// Markers printed by l1init.
+const (
+	markerStart      = "@@L1 start"
+	markerKVMMissing = "@@L1 kvm missing"
+	markerExit       = "@@L1-EXIT"
+)
+
+// ExitKVMMissing is the code l1init reports when /dev/kvm is missing and
+// AllowNoKVM is false.
+const ExitKVMMissing = 125
+
+var exitRE = regexp.MustCompile(`@@L1-EXIT (-?[0-9]+)`)
+
+// ParseExit returns the payload exit code from the last "@@L1-EXIT <n>"
+// marker in out, and whether there was one.
+func ParseExit(out []byte) (int, bool) {
+	m := exitRE.FindAllSubmatch(out, -1)
+	if len(m) == 0 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(string(m[len(m)-1][1]))
+	if err != nil {
+		return 0, false
+	}
+	return n, true
+}
+
+func (cfg *Config) defaults() {
+	if cfg.MemoryMiB <= 0 {
+		cfg.MemoryMiB = 4096
+	}
+	if cfg.CPUs <= 0 {
+		cfg.CPUs = 1
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Minute
+	}
+	if cfg.QEMU == "" {
+		cfg.QEMU = "qemu-system-x86_64"
+	}
+}
+
+// payloadTimeout leaves L1 time to boot and to shut down after a kill.
+func payloadTimeout(total time.Duration) time.Duration {
+	margin := total / 5
+	if margin > time.Minute {
+		margin = time.Minute
+	}
+	return total - margin
+}
+
+func qemuArgs(cfg *Config, initrd string) []string {
+	accel := "tcg"
+	if cfg.CPUs > 1 {
+		accel = "tcg,thread=multi"
+	}
+	cmdline := "console=ttyS0 panic=-1 reboot=t quiet loglevel=4"
+	if khz := hostTSCkHz(); khz > 0 {
+		// Under TCG the L1 kernel's PIT calibration of the TSC often
+		// fails (about 1 boot in 3 on a busy host). It then runs with
+		// tsc_khz 0, and KVM_RUN in L1 spins forever in
+		// kvm_guest_time_update before ever entering the guest. Give
+		// it the rate instead: TCG's guest TSC is the host's.
+		// tsc=reliable: it is the host TSC; a jiffies watchdog under a
+		// loaded TCG would otherwise flip L1 to the jiffies clock.
+		cmdline += " tsc_early_khz=" + strconv.Itoa(khz) + " tsc=reliable"
+	}
+	if cfg.KernelArgs != "" {
+		cmdline += " " + cfg.KernelArgs
+	}
+	return []string{
+		// microvm (qboot firmware) rather than pc (SeaBIOS): its MP table
+		// lists every vCPU, so an L1 kernel without ACPI sees -smp N;
+		// SeaBIOS's lists one. It also prints nothing on the serial port.
+		"-M", "microvm",
+		"-accel", accel,
+		"-cpu", "max",
+		"-m", strconv.Itoa(cfg.MemoryMiB),
+		"-smp", strconv.Itoa(cfg.CPUs),
+		"-nographic", "-nodefaults", "-no-user-config",
+		"-serial", "stdio",
+		"-no-reboot",
+		"-kernel", cfg.Kernel,
+		"-initrd", initrd,
+		"-append", cmdline,
+	}
+}
+
+var (
+	tscOnce sync.Once
+	tscKHz  int
+)
+
+func hostTSCkHz() int {
+	tscOnce.Do(func() { tscKHz = measureTSCkHz() })
+	return tscKHz
+}
+
+// Run boots L1 and runs cfg.Init in it. It returns an error (an *Error when
+// L1 booted but did not report an exit status) unless the payload's exit
+// status was read; a non-zero status is not an error.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	cfg.defaults()
+	if cfg.Kernel == "" {
+		return Result{}, errors.New("nested: no kernel given")
+	}
+	if _, err := os.Stat(cfg.Kernel); err != nil {
+		return Result{}, fmt.Errorf("nested: kernel: %w", err)
+	}
+	if !strings.HasPrefix(cfg.Init, "/") {
+		return Result{}, fmt.Errorf("nested: init %q must be an absolute path inside L1", cfg.Init)
+	}
+	qemu, err := exec.LookPath(cfg.QEMU)
+	if err != nil {
+		return Result{}, fmt.Errorf("nested: %w (apt-get install qemu-system-x86)", err)
+	}
+	tmp, err := os.MkdirTemp("", "microvm-nested-")
+	if err != nil {
+		return Result{}, err
+	}
+	defer os.RemoveAll(tmp)
+
+	l1init := cfg.L1Init
+	if l1init == "" {
+		l1init = filepath.Join(tmp, "l1init")
+		if err := BuildL1Init(ctx, l1init); err != nil {
+			return Result{}, err
+		}
+	}
+	initrd := filepath.Join(tmp, "initramfs.cpio")
+	if err := writeInitramfs(initrd, &cfg, l1init); err != nil {
+		return Result{}, fmt.Errorf("nested: initramfs: %w", err)
+	}
+	return runQEMU(ctx, &cfg, qemu, initrd)
+}
+
+// BuildL1Init builds the l1init program as a static binary at out. It needs
+// the module's source tree: it uses the directory this file was compiled
+// from, or else the import path resolved from the working directory.
+func BuildL1Init(ctx context.Context, out string) error {
+	args := []string{"build", "-trimpath", "-o", out}
+	dir := ""
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		if d := filepath.Join(filepath.Dir(file), "l1init"); isDir(d) {
+			dir = d
+		}
+	}
+	if dir != "" {
+		args = append(args, ".")
+	} else {
+		args = append(args, "github.com/microvm-dev/microvm/tests/nested/l1init")
+	}
+	gobin := "go"
+	if g := filepath.Join(runtime.GOROOT(), "bin", "go"); runtime.GOROOT() != "" && isFile(g) {
+		gobin = g
+	}
+	cmd := exec.CommandContext(ctx, gobin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nested: building l1init: %v: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+func isDir(p string) bool  { fi, err := os.Stat(p); return err == nil && fi.IsDir() }
+func isFile(p string) bool { fi, err := os.Stat(p); return err == nil && fi.Mode().IsRegular() }
+
+func writeInitramfs(dst string, cfg *Config, l1init string) error {
+	lc := l1Config{
+		Init:       cfg.Init,
+		Args:       cfg.Args,
+		Env:        cfg.Env,
+		Dir:        cfg.Dir,
+		TimeoutMS:  payloadTimeout(cfg.Timeout).Milliseconds(),
+		RequireKVM: !cfg.AllowNoKVM,
+	}
+	js, err := json.MarshalIndent(lc, "", "  ")
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	c := newCPIOWriter(bw)
+	for _, d := range []string{"dev", "proc", "sys", "tmp", "root", "etc"} {
+		c.Dir(d, 0o755)
+	}
+	// The kernel opens /dev/console for init's stdio before init runs,
+	// which is before l1init can mount devtmpfs.
+	c.CharDev("dev/console", 0o600, 5, 1)
+	c.HostFile("init", l1init)
+	c.Bytes("l1config.json", 0o644, append(js, '\n'))
+	dests := make([]string, 0, len(cfg.Files))
+	for d := range cfg.Files {
+		dests = append(dests, d)
+	}
+	sort.Strings(dests)
+	for _, d := range dests {
+		if cpioName(d) == "init" || cpioName(d) == "l1config.json" {
+			f.Close()
+			return fmt.Errorf("%s is reserved", d)
+		}
+		c.HostFile(d, cfg.Files[d])
+	}
+	err = c.Close()
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// console collects QEMU's output, forwards it live and watches for the
+// exit marker.
+type console struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	out     io.Writer
+	line    []byte
+	exited  chan struct{} // closed when the exit marker has been seen
+	once    sync.Once
+	started bool
+}
+
+func (c *console) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf.Write(p)
+	if c.out != nil {
+		c.out.Write(p) // a failing console must not stop the run
+	}
+	for _, b := range p {
+		if b != '\n' {
+			c.line = append(c.line, b)
+			continue
+		}
+		if bytes.Contains(c.line, []byte(markerStart)) {
+			c.started = true
+		}
+		if exitRE.Match(c.line) {
+			c.once.Do(func() { close(c.exited) })
+		}
+		c.line = c.line[:0]
+	}
+	return len(p), nil
+}
+
+func (c *console) bytes() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]byte(nil), c.buf.Bytes()...)
+}
+
+func tail(out []byte, n int) []string {
+	s := strings.ReplaceAll(string(out), "\r", "")
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	if len(lines) == 1 && lines[0] == "" {
+		return nil
+	}
+	return lines
+}
+
+// exitGrace is how long QEMU may take to exit after the exit marker.
+const exitGrace = 20 * time.Second
+
+func runQEMU(ctx context.Context, cfg *Config, qemu, initrd string) (Result, error) {
+	con := &console{out: cfg.Console, exited: make(chan struct{})}
+	cmd := exec.Command(qemu, qemuArgs(cfg, initrd)...)
+	cmd.Stdin = nil // /dev/null: keeps QEMU off the terminal
+	cmd.Stdout = con
+	cmd.Stderr = con
+	// QEMU stays in our process group, so that a signal to the group
+	// (Ctrl-C, a CI runner's kill) ends it with us rather than orphaning it.
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return Result{}, fmt.Errorf("nested: starting qemu: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	kill := func() { cmd.Process.Kill() }
+
+	timer := time.NewTimer(cfg.Timeout)
+	defer timer.Stop()
+	var reason string
+	var waitErr error
+	exitSeen := con.exited
+	var grace <-chan time.Time
+loop:
+	for {
+		select {
+		case waitErr = <-done:
+			break loop
+		case <-exitSeen:
+			exitSeen = nil
+			grace = time.After(exitGrace)
+		case <-grace:
+			// The payload's status is known; L1 just failed to reset.
+			kill()
+			waitErr = <-done
+			break loop
+		case <-timer.C:
+			reason = fmt.Sprintf("timed out after %v", cfg.Timeout)
+			kill()
+			waitErr = <-done
+			break loop
+		case <-ctx.Done():
+			reason = fmt.Sprintf("cancelled: %v", ctx.Err())
+			kill()
+			waitErr = <-done
+			break loop
+		}
+	}
+	res := Result{Duration: time.Since(start), Output: con.bytes()}
+	code, ok := ParseExit(res.Output)
+	if ok && reason == "" {
+		res.ExitCode = code
+		if code == ExitKVMMissing && !cfg.AllowNoKVM && bytes.Contains(res.Output, []byte(markerKVMMissing)) {
+			return res, &Error{Reason: "L1 has no /dev/kvm (is KVM_AMD built into the L1 kernel?)", Tail: tail(res.Output, 20)}
+		}
+		return res, nil
+	}
+	if reason == "" {
+		reason = "qemu exited"
+		if waitErr != nil {
+			reason = "qemu exited: " + waitErr.Error()
+		}
+		if con.started {
+			reason += " before the payload reported an exit status"
+		} else {
+			reason += " before L1 reached /init's payload"
+		}
+	}
+	return res, &Error{Reason: reason, Tail: tail(res.Output, 20)}
+}

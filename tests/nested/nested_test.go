@@ -1,0 +1,297 @@
+package nested
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+type cpioEntry struct {
+	name        string
+	mode        uint32
+	rmaj, rmin  uint32
+	data        []byte
+	ino, nlinks uint32
+}
+
+// readCPIO parses a newc archive strictly, up to and including the trailer.
+func readCPIO(t *testing.T, b []byte) []cpioEntry {
+	t.Helper()
+	var out []cpioEntry
+	off := 0
+	field := func(i int) uint32 {
+		v, err := strconv.ParseUint(string(b[off+6+8*i:off+14+8*i]), 16, 32)
+		if err != nil {
+			t.Fatalf("offset %d field %d: %v", off, i, err)
+		}
+		return uint32(v)
+	}
+	align := func(n int) int { return (n + 3) &^ 3 }
+	for {
+		if off%4 != 0 {
+			t.Fatalf("header at unaligned offset %d", off)
+		}
+		if off+110 > len(b) || string(b[off:off+6]) != "070701" {
+			t.Fatalf("bad header at offset %d", off)
+		}
+		e := cpioEntry{ino: field(0), mode: field(1), nlinks: field(4), rmaj: field(9), rmin: field(10)}
+		size, namesize := int(field(6)), int(field(11))
+		name := b[off+110 : off+110+namesize]
+		if name[len(name)-1] != 0 {
+			t.Fatalf("name at offset %d not NUL-terminated", off)
+		}
+		e.name = string(name[:len(name)-1])
+		dataOff := align(off + 110 + namesize)
+		e.data = b[dataOff : dataOff+size]
+		off = align(dataOff + size)
+		if e.name == "TRAILER!!!" {
+			if off != len(b) {
+				t.Fatalf("%d bytes after trailer", len(b)-off)
+			}
+			return out
+		}
+		out = append(out, e)
+	}
+}
+
+func TestCPIOWriter(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "exe"), []byte("#!/bin/sh\n"), 0o700)
+	os.MkdirAll(filepath.Join(dir, "tree", "sub"), 0o755)
+	os.WriteFile(filepath.Join(dir, "tree", "a.txt"), []byte("a"), 0o600)
+	os.WriteFile(filepath.Join(dir, "tree", "sub", "b.elf"), []byte("bbbbb"), 0o755)
+
+	var buf bytes.Buffer
+	c := newCPIOWriter(&buf)
+	c.CharDev("/dev/console", 0o600, 5, 1)
+	c.Bytes("/etc/x/y.json", 0o644, []byte("{}\n"))
+	c.HostFile("/usr/bin/exe", filepath.Join(dir, "exe"))
+	c.HostFile("/data", filepath.Join(dir, "tree"))
+	c.Dir("/usr", 0o755) // already there: no second entry
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ents := readCPIO(t, buf.Bytes())
+
+	type want struct {
+		mode uint32
+		data string
+	}
+	wants := map[string]want{
+		"dev":            {modeDir | 0o755, ""},
+		"dev/console":    {modeChr | 0o600, ""},
+		"etc":            {modeDir | 0o755, ""},
+		"etc/x":          {modeDir | 0o755, ""},
+		"etc/x/y.json":   {modeReg | 0o644, "{}\n"},
+		"usr":            {modeDir | 0o755, ""},
+		"usr/bin":        {modeDir | 0o755, ""},
+		"usr/bin/exe":    {modeReg | 0o755, "#!/bin/sh\n"},
+		"data":           {modeDir | 0o755, ""},
+		"data/a.txt":     {modeReg | 0o644, "a"},
+		"data/sub":       {modeDir | 0o755, ""},
+		"data/sub/b.elf": {modeReg | 0o755, "bbbbb"},
+	}
+	seen := map[string]bool{}
+	inos := map[uint32]bool{}
+	for _, e := range ents {
+		if seen[e.name] {
+			t.Errorf("%s appears twice", e.name)
+		}
+		seen[e.name] = true
+		if inos[e.ino] {
+			t.Errorf("%s reuses inode %d", e.name, e.ino)
+		}
+		inos[e.ino] = true
+		w, ok := wants[e.name]
+		if !ok {
+			t.Errorf("unexpected entry %q", e.name)
+			continue
+		}
+		if e.mode != w.mode {
+			t.Errorf("%s: mode %o, want %o", e.name, e.mode, w.mode)
+		}
+		if string(e.data) != w.data {
+			t.Errorf("%s: data %q, want %q", e.name, e.data, w.data)
+		}
+		// Parents come before children, as the kernel needs.
+		if i := strings.LastIndex(e.name, "/"); i > 0 && !seen[e.name[:i]] {
+			t.Errorf("%s comes before its directory", e.name)
+		}
+	}
+	for n := range wants {
+		if !seen[n] {
+			t.Errorf("missing %s", n)
+		}
+	}
+	for _, e := range ents {
+		if e.name == "dev/console" && (e.rmaj != 5 || e.rmin != 1) {
+			t.Errorf("dev/console is %d:%d, want 5:1", e.rmaj, e.rmin)
+		}
+	}
+
+	// Cross-check with the system cpio where there is one.
+	if _, err := exec.LookPath("cpio"); err == nil {
+		cmd := exec.Command("cpio", "-it", "--quiet")
+		cmd.Stdin = bytes.NewReader(buf.Bytes())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("cpio -it: %v: %s", err, out)
+		}
+		got := strings.Fields(string(out))
+		if len(got) != len(wants) {
+			t.Errorf("cpio -it lists %d entries, want %d: %q", len(got), len(wants), got)
+		}
+	}
+}
+
+func TestWriteInitramfs(t *testing.T) {
+	dir := t.TempDir()
+	l1init := filepath.Join(dir, "l1init")
+	payload := filepath.Join(dir, "payload")
+	os.WriteFile(l1init, []byte("init"), 0o755)
+	os.WriteFile(payload, []byte("payload"), 0o755)
+	cfg := Config{
+		Files:   map[string]string{"/bin/payload": payload},
+		Init:    "/bin/payload",
+		Args:    []string{"-v"},
+		Timeout: time.Minute,
+	}
+	cfg.defaults()
+	dst := filepath.Join(dir, "initrd")
+	if err := writeInitramfs(dst, &cfg, l1init); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(dst)
+	got := map[string]cpioEntry{}
+	for _, e := range readCPIO(t, b) {
+		got[e.name] = e
+	}
+	if e := got["init"]; string(e.data) != "init" || e.mode != modeReg|0o755 {
+		t.Errorf("init: %+v", e)
+	}
+	if e := got["bin/payload"]; string(e.data) != "payload" {
+		t.Errorf("bin/payload: %+v", e)
+	}
+	js := string(got["l1config.json"].data)
+	for _, s := range []string{`"init": "/bin/payload"`, `"-v"`, `"timeout_ms": 48000`, `"require_kvm": true`} {
+		if !strings.Contains(js, s) {
+			t.Errorf("l1config.json lacks %s:\n%s", s, js)
+		}
+	}
+	cfg.Files["/init"] = payload
+	if err := writeInitramfs(dst, &cfg, l1init); err == nil {
+		t.Error("overriding /init was accepted")
+	}
+}
+
+func TestParseExit(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		out  string
+		code int
+		ok   bool
+	}{
+		{"none", "booting\n@@L1 start\n", 0, false},
+		{"empty", "", 0, false},
+		{"zero", "@@L1 start\n\r\n@@L1-EXIT 0\r\n", 0, true},
+		{"nonzero", "x\n@@L1-EXIT 3\r\n[    2.1] reboot: Restarting system\n", 3, true},
+		{"timeout", "@@L1-EXIT 124\n", 124, true},
+		{"mid-line", "[ 1.0] some kernel noise@@L1-EXIT 7\n", 7, true},
+		{"no newline at end", "@@L1-EXIT 42", 42, true},
+		{"last wins", "payload said @@L1-EXIT 9\n@@L1-EXIT 1\n", 1, true},
+		{"negative", "@@L1-EXIT -1\n", -1, true},
+		{"no number", "@@L1-EXIT \n", 0, false},
+		{"wrong marker", "@@L1-EXITED 3\n@@L1 EXIT 3\n", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, ok := ParseExit([]byte(tc.out))
+			if code != tc.code || ok != tc.ok {
+				t.Errorf("ParseExit(%q) = %d, %v; want %d, %v", tc.out, code, ok, tc.code, tc.ok)
+			}
+		})
+	}
+}
+
+func TestConsoleMarkers(t *testing.T) {
+	var live bytes.Buffer
+	c := &console{out: &live, exited: make(chan struct{})}
+	for _, chunk := range []string{"boot\r\n@@L1 st", "art\r\nhello\r\n@@L1-EX", "IT 5\r\n"} {
+		c.Write([]byte(chunk))
+	}
+	if !c.started {
+		t.Error("start marker split over writes not seen")
+	}
+	select {
+	case <-c.exited:
+	default:
+		t.Error("exit marker split over writes not seen")
+	}
+	if live.String() != string(c.bytes()) {
+		t.Error("live console differs from the captured output")
+	}
+	if got := tail(c.bytes(), 2); strings.Join(got, "|") != "hello|@@L1-EXIT 5" {
+		t.Errorf("tail = %q", got)
+	}
+}
+
+func TestPayloadTimeout(t *testing.T) {
+	for total, want := range map[time.Duration]time.Duration{
+		time.Minute:      48 * time.Second,
+		10 * time.Minute: 9 * time.Minute,
+	} {
+		if got := payloadTimeout(total); got != want {
+			t.Errorf("payloadTimeout(%v) = %v, want %v", total, got, want)
+		}
+	}
+}
+
+// TestRunNested boots a real L1. It runs only when MICROVM_NESTED_KERNEL
+// names an L1 bzImage, since a boot under TCG takes seconds.
+func TestRunNested(t *testing.T) {
+	kernel := os.Getenv("MICROVM_NESTED_KERNEL")
+	if kernel == "" {
+		t.Skip("MICROVM_NESTED_KERNEL not set")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("no qemu-system-x86_64")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "main.go")
+	os.WriteFile(src, []byte(`package main
+import ("fmt"; "os")
+func main() { _, err := os.Stat("/dev/kvm"); fmt.Println("payload kvm err:", err, os.Args[1:], os.Getenv("FOO")); os.Exit(7) }
+`), 0o644)
+	bin := filepath.Join(dir, "payload")
+	cmd := exec.Command("go", "build", "-o", bin, src)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GO111MODULE=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building payload: %v: %s", err, out)
+	}
+	var console bytes.Buffer
+	res, err := Run(context.Background(), Config{
+		Kernel:    kernel,
+		Files:     map[string]string{"/bin/payload": bin},
+		Init:      "/bin/payload",
+		Args:      []string{"a", "b"},
+		Env:       []string{"FOO=bar"},
+		MemoryMiB: 512,
+		Timeout:   3 * time.Minute,
+		Console:   &console,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("L1 round trip %v", res.Duration)
+	if res.ExitCode != 7 {
+		t.Errorf("exit code %d, want 7", res.ExitCode)
+	}
+	if !strings.Contains(string(res.Output), "payload kvm err: <nil> [a b] bar") {
+		t.Errorf("payload output missing:\n%s", res.Output)
+	}
+}
