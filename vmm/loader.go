@@ -204,7 +204,10 @@ func (k *Kernel) Load(mem *Memory) error {
 // InitrdAddr picks where an initrd of size bytes goes: as high as possible in
 // low RAM, under initrd_addr_max, page aligned, above the kernel.
 func (k *Kernel) InitrdAddr(memSize, size uint64) (uint64, error) {
-	top := min(RAMLayout(memSize)[0].Size, k.InitrdAddrMax+1)
+	top := RAMLayout(memSize)[0].Size
+	if k.InitrdAddrMax < top-1 {
+		top = k.InitrdAddrMax + 1
+	}
 	if size > top || (top-size)&^0xfff < k.End {
 		return 0, fmt.Errorf("initrd of %d MiB does not fit in guest RAM below %#x (kernel ends at %#x, guest has %d MiB)",
 			(size+MiB-1)/MiB, top, k.End, memSize/MiB)

@@ -2,12 +2,13 @@ package vmm
 
 import (
 	"encoding/binary"
+	"github.com/microvm-dev/microvm/internal/testimg"
 	"strings"
 	"testing"
 )
 
 func TestParseKernel(t *testing.T) {
-	good := fakeBzImage(4096)
+	good := testimg.BzImage(4096)
 	mut := func(f func(b []byte) []byte) []byte {
 		return f(append([]byte(nil), good...))
 	}
@@ -27,14 +28,14 @@ func TestParseKernel(t *testing.T) {
 		{"32-bit only", mut(func(b []byte) []byte { b[bpXLoadflags] = 0; return b }), "", "XLF_KERNEL_64"},
 		{"bad boot flag", mut(func(b []byte) []byte { b[bpBootFlag] = 0; return b }), "", "boot_flag"},
 		{"zImage", mut(func(b []byte) []byte { b[bpLoadflags] = 0; return b }), "", "zImage"},
-		{"elf64", fakeELF(0x200000, fakeSeg{0x200000, 0x2000, []byte{0xf4}}), "ELF", ""},
+		{"elf64", testimg.ELF(0x200000, testimg.Seg{Paddr: 0x200000, Memsz: 0x2000, Data: []byte{0xf4}}), "ELF", ""},
 		{"elf32", elf32, "", "32-bit ELF"},
 		{"elf truncated", []byte("\x7fELF"), "", "truncated ELF"},
-		{"elf overlap", fakeELF(0x200000, fakeSeg{0x200000, 0x2000, []byte{1}}, fakeSeg{0x201000, 0x1000, []byte{2}}), "", "overlap"},
-		{"elf low", fakeELF(0x1000, fakeSeg{0x1000, 0x1000, []byte{1}}), "", "below 1 MiB"},
-		{"elf huge", fakeELF(0x200000, fakeSeg{0x200000, 1 << 62, []byte{1}}), "", "out of range"},
-		{"elf entry outside", fakeELF(0x900000, fakeSeg{0x200000, 0x1000, []byte{1}}), "", "entry point"},
-		{"elf no segments", fakeELF(0x200000), "", "no loadable"},
+		{"elf overlap", testimg.ELF(0x200000, testimg.Seg{Paddr: 0x200000, Memsz: 0x2000, Data: []byte{1}}, testimg.Seg{Paddr: 0x201000, Memsz: 0x1000, Data: []byte{2}}), "", "overlap"},
+		{"elf low", testimg.ELF(0x1000, testimg.Seg{Paddr: 0x1000, Memsz: 0x1000, Data: []byte{1}}), "", "below 1 MiB"},
+		{"elf huge", testimg.ELF(0x200000, testimg.Seg{Paddr: 0x200000, Memsz: 1 << 62, Data: []byte{1}}), "", "out of range"},
+		{"elf entry outside", testimg.ELF(0x900000, testimg.Seg{Paddr: 0x200000, Memsz: 0x1000, Data: []byte{1}}), "", "entry point"},
+		{"elf no segments", testimg.ELF(0x200000), "", "no loadable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,7 +60,7 @@ func TestParseKernel(t *testing.T) {
 }
 
 func TestBzImageBootParams(t *testing.T) {
-	k, err := ParseKernel("bz", fakeBzImage(8192))
+	k, err := ParseKernel("bz", testimg.BzImage(8192))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +114,7 @@ func TestBzImageBootParams(t *testing.T) {
 }
 
 func TestInitrdPlacement(t *testing.T) {
-	k, _ := ParseKernel("bz", fakeBzImage(4096))
+	k, _ := ParseKernel("bz", testimg.BzImage(4096))
 	addr, err := k.InitrdAddr(256*MiB, 10*MiB)
 	if err != nil || addr != 246*MiB {
 		t.Fatalf("addr %#x err %v, want %#x", addr, err, 246*MiB)
@@ -123,13 +124,17 @@ func TestInitrdPlacement(t *testing.T) {
 	if err != nil || addr+10*MiB > 0x80000000 {
 		t.Fatalf("addr %#x err %v: above initrd_addr_max", addr, err)
 	}
+	elf, _ := ParseKernel("elf", testimg.ELF(0x200000, testimg.Seg{Paddr: 0x200000, Memsz: 0x1000, Data: []byte{1}}))
+	if addr, err := elf.InitrdAddr(256*MiB, 2*MiB); err != nil || addr != 254*MiB {
+		t.Fatalf("ELF (no initrd_addr_max): addr %#x err %v, want %#x", addr, err, 254*MiB)
+	}
 	if _, err := k.InitrdAddr(256*MiB, 300*MiB); err == nil {
 		t.Fatal("initrd larger than RAM accepted")
 	}
 	if err := k.CheckFits(MinMemory); err != nil {
 		t.Fatalf("4 MiB kernel should fit in %d MiB: %v", MinMemory/MiB, err)
 	}
-	big, _ := ParseKernel("big", fakeELF(0x200000, fakeSeg{0x200000, 64 * MiB, []byte{1}}))
+	big, _ := ParseKernel("big", testimg.ELF(0x200000, testimg.Seg{Paddr: 0x200000, Memsz: 64 * MiB, Data: []byte{1}}))
 	if err := big.CheckFits(MinMemory); err == nil || !IsInputError(err) {
 		t.Fatalf("64 MiB segment in %d MiB guest: err = %v", MinMemory/MiB, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -447,6 +448,16 @@ func (m *Machine) run(ctx context.Context) Result {
 				break
 			}
 		}
+	}
+	if first.reason == ExitTimeout || first.reason == ExitCanceled {
+		// Where the guest was is the first thing one asks about a hang.
+		var where []string
+		for _, v := range m.vcpus {
+			if r, err := v.regs(); err == nil {
+				where = append(where, fmt.Sprintf("vcpu %d at RIP %#x", v.id, r.RIP))
+			}
+		}
+		first.detail = strings.Join(where, ", ")
 	}
 	if (first.reason == ExitReset || first.reason == ExitPoweroff) && m.panicWatch.panicked() {
 		first = vcpuExit{reason: ExitCrash, detail: "guest kernel panic: " + m.panicWatch.line()}

@@ -71,13 +71,14 @@ func runBoot(start time.Time, args []string) int {
 	if err != nil {
 		return failErr(err)
 	}
-	_, code := boot(cfg, &f)
+	_, code := execute(cfg, &f, true)
 	return code
 }
 
-// boot runs one guest with the console attached and reports how it ended.
-// It returns the result (nil if the VM never started) and the exit code.
-func boot(cfg vmm.Config, f *vmFlags) (*vmm.Result, int) {
+// execute runs one guest and reports how it ended. interactive attaches
+// stdin to the guest's serial port. It returns the result (nil if the VM
+// never started) and the exit code.
+func execute(cfg vmm.Config, f *vmFlags, interactive bool) (*vmm.Result, int) {
 	m, err := vmm.New(cfg)
 	if err != nil {
 		return nil, failErr(err)
@@ -106,9 +107,9 @@ func boot(cfg vmm.Config, f *vmFlags) (*vmm.Result, int) {
 		}
 	}()
 
-	con, err := attachConsole(ctx, m, cancel)
-	if err != nil {
-		return nil, failErr(err)
+	con := &console{}
+	if interactive {
+		con = attachConsole(ctx, m, cancel)
 	}
 	res := m.Run(ctx)
 	con.restore()
@@ -124,7 +125,7 @@ func boot(cfg vmm.Config, f *vmFlags) (*vmm.Result, int) {
 		code = 0
 		fmt.Fprintln(os.Stderr, "microvm: console quit (Ctrl-a x)")
 	case res.Reason == vmm.ExitTimeout:
-		fmt.Fprintf(os.Stderr, "microvm: --timeout %v expired; guest stopped\n", f.timeout)
+		fmt.Fprintf(os.Stderr, "microvm: --timeout %v expired; guest stopped (%s)\n", f.timeout, res.Detail)
 	case res.Reason == vmm.ExitCrash:
 		fmt.Fprintf(os.Stderr, "microvm: guest crashed: %s\n", res.Detail)
 	case res.Reason == vmm.ExitError:

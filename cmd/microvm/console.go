@@ -25,7 +25,7 @@ func (c *console) restore() {
 
 const escapeKey = 0x01 // Ctrl-a
 
-func attachConsole(ctx context.Context, m *vmm.Machine, stop func()) (*console, error) {
+func attachConsole(ctx context.Context, m *vmm.Machine, stop func()) *console {
 	c := &console{}
 	fd := int(os.Stdin.Fd())
 	if term.IsTerminal(fd) {
@@ -35,7 +35,7 @@ func attachConsole(ctx context.Context, m *vmm.Machine, stop func()) (*console, 
 		}
 	}
 	go c.pump(ctx, m, stop)
-	return c, nil
+	return c
 }
 
 // pump copies stdin to the guest. Ctrl-a x quits; Ctrl-a Ctrl-a sends one

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/microvm-dev/microvm/initrd/agentproto"
+	"github.com/microvm-dev/microvm/vmm"
+	"golang.org/x/sys/unix"
+)
+
+func runUname(start time.Time, args []string) int {
+	var f vmFlags
+	fs := newFlags("uname", "")
+	f.register(fs, "")
+	fs.Lookup("cmdline").Usage = "extra kernel command line parameters"
+	hostOnly := fs.Bool("host-only", false, "print only this host's uname (with --json: the guest agent's format); boots nothing")
+	if done, code := parseFlags(fs, "uname [--kernel K] [--initrd I] [--json] [--host-only]", args); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		return fail(vmm.CodeUsage, "uname: unexpected argument %q", fs.Arg(0))
+	}
+	if *hostOnly {
+		if f.json {
+			b, _ := json.Marshal(hostUname())
+			fmt.Println(string(b))
+		} else {
+			fmt.Println(hostUname())
+		}
+		return 0
+	}
+	if err := f.defaultArtifacts(); err != nil {
+		return failErr(err)
+	}
+	cfg, err := f.config(start)
+	if err != nil {
+		return failErr(err)
+	}
+	cfg.Cmdline = joinCmdline(agentCmdline, f.cmdline, agentproto.UnameParam+"=1")
+	var out lineBuffer
+	cfg.Console = &out
+	asJSON := f.json
+	f.json = false // --json here means the uname result, not the timeline
+	res, code := execute(cfg, &f, false)
+	if res == nil {
+		return code
+	}
+	var guest agentproto.Uname
+	found := false
+	for _, line := range strings.Split(out.String(), "\n") {
+		if u, err := agentproto.ParseUnameLine(line); err == nil {
+			guest, found = u, true
+		}
+	}
+	if !found {
+		os.Stderr.WriteString(out.String())
+		if code == 0 {
+			code = vmm.CodeInternal
+		}
+		return fail(code, "guest did not report its uname (exit: %s): is the initrd's agent missing?", res.Reason)
+	}
+	host := hostUname()
+	toInit, _ := timelineGet(res.Timeline, vmm.PhaseInit)
+	cols := []column{{"host", host}, {"guest (microvm)", guest}}
+	if outer := os.Getenv("MICROVM_OUTER_HOST"); outer != "" {
+		// Inside the nested test harness the "host" is the L1 VM; the
+		// harness passes the real machine's uname so all three show.
+		var o agentproto.Uname
+		if json.Unmarshal([]byte(outer), &o) == nil {
+			cols = []column{{"machine", o}, {"L1 host (nested)", host}, {"guest (microvm)", guest}}
+		}
+	}
+	if asJSON {
+		b, _ := json.Marshal(map[string]any{"host": host, "guest": guest, "boot_to_init_ms": ms(toInit), "exit_code": code})
+		fmt.Println(string(b))
+		return code
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 3, ' ', 0)
+	row := func(name string, f func(agentproto.Uname) string) {
+		fmt.Fprint(tw, name)
+		for _, c := range cols {
+			fmt.Fprint(tw, "\t"+f(c.u))
+		}
+		fmt.Fprintln(tw)
+	}
+	for _, c := range cols {
+		fmt.Fprint(tw, "\t"+strings.ToUpper(c.name))
+	}
+	fmt.Fprintln(tw)
+	row("kernel release", func(u agentproto.Uname) string { return u.Release })
+	row("kernel version", func(u agentproto.Uname) string { return u.Version })
+	row("machine", func(u agentproto.Uname) string { return u.Machine })
+	row("hostname", func(u agentproto.Uname) string { return u.Nodename })
+	row("uptime", func(u agentproto.Uname) string { return fmtUptime(u.UptimeS) })
+	fmt.Fprint(tw, "boot to init")
+	for _, c := range cols {
+		if c.u == guest {
+			fmt.Fprintf(tw, "\t%.0f ms (exec to guest init)", ms(toInit))
+		} else {
+			fmt.Fprint(tw, "\t-")
+		}
+	}
+	fmt.Fprintln(tw)
+	tw.Flush()
+	return code
+}
+
+type column struct {
+	name string
+	u    agentproto.Uname
+}
+
+func timelineGet(marks []vmm.Mark, p vmm.Phase) (time.Duration, bool) {
+	for _, m := range marks {
+		if m.Phase == p {
+			return m.At, true
+		}
+	}
+	return 0, false
+}
+
+func hostUname() agentproto.Uname {
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	var si unix.Sysinfo_t
+	_ = unix.Sysinfo(&si)
+	return agentproto.Uname{
+		Sysname:  unix.ByteSliceToString(u.Sysname[:]),
+		Nodename: unix.ByteSliceToString(u.Nodename[:]),
+		Release:  unix.ByteSliceToString(u.Release[:]),
+		Version:  unix.ByteSliceToString(u.Version[:]),
+		Machine:  unix.ByteSliceToString(u.Machine[:]),
+		UptimeS:  float64(si.Uptime),
+	}
+}
+
+func fmtUptime(s float64) string {
+	d := time.Duration(s * float64(time.Second))
+	if d < time.Minute {
+		return fmt.Sprintf("%.2f s", s)
+	}
+	return d.Round(time.Second).String()
+}

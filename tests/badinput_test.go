@@ -1,0 +1,88 @@
+package tests
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/microvm-dev/microvm/internal/testimg"
+)
+
+// TestBadInput: every case exits 2 with exactly one line on stderr that names
+// the flag or file, and never a panic. Input is checked before /dev/kvm is
+// opened, so these run on any host.
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	bz := testimg.BzImage(64 << 10)
+	good := write("good.bz", bz)
+	elf := write("guest.elf", testimg.ELF(0x200000, testimg.Seg{Paddr: 0x200000, Memsz: 0x1000, Data: []byte{0xf4}}))
+	flipped := append([]byte(nil), bz...)
+	flipped[0x202] ^= 0x10 // bit flip in "HdrS"
+	elf32 := append([]byte("\x7fELF\x01\x01\x01"), make([]byte, 100)...)
+	bigInitrd := filepath.Join(dir, "big.cpio")
+	if f, err := os.Create(bigInitrd); err == nil {
+		f.Truncate(300 << 20) // sparse: larger than the 256M guest
+		f.Close()
+	}
+	cases := []struct {
+		name string
+		args []string
+		want string // must appear in the one stderr line
+	}{
+		{"missing kernel", []string{"--kernel", filepath.Join(dir, "nope")}, "no such file"},
+		{"kernel is a directory", []string{"--kernel", dir}, "is a directory"},
+		{"unreadable kernel", []string{"--kernel", "/proc/1/mem"}, "/proc/1/mem"},
+		{"empty kernel", []string{"--kernel", write("empty", nil)}, "empty"},
+		{"truncated bzImage", []string{"--kernel", write("trunc.bz", bz[:len(bz)/2])}, "truncated"},
+		{"truncated header", []string{"--kernel", write("trunc2.bz", bz[:0x210])}, "truncated"},
+		{"zeroed", []string{"--kernel", write("zero.bz", make([]byte, 8192))}, "not a bootable kernel"},
+		{"bit-flipped", []string{"--kernel", write("flip.bz", flipped)}, "not a bootable kernel"},
+		{"text file", []string{"--kernel", write("readme", []byte("just text\n"))}, "not a bootable kernel"},
+		{"elf32", []string{"--kernel", write("e32", elf32)}, "32-bit ELF"},
+		{"elf overlap", []string{"--kernel", write("ov.elf", testimg.ELF(0x200000,
+			testimg.Seg{Paddr: 0x200000, Memsz: 0x2000, Data: []byte{1}}, testimg.Seg{Paddr: 0x201000, Memsz: 0x1000, Data: []byte{2}}))}, "overlap"},
+		{"elf huge segment", []string{"--kernel", write("huge.elf", testimg.ELF(0x200000, testimg.Seg{Paddr: 0x200000, Memsz: 1 << 50, Data: []byte{1}}))}, "out of range"},
+		{"initrd missing", []string{"--kernel", elf, "--initrd", filepath.Join(dir, "nope.cpio")}, "--initrd"},
+		{"initrd directory", []string{"--kernel", elf, "--initrd", dir}, "--initrd"},
+		{"initrd larger than RAM", []string{"--kernel", elf, "--initrd", bigInitrd, "--memory", "256M"}, "does not fit"},
+		{"memory not a size", []string{"--kernel", good, "--memory", "lots"}, "--memory"},
+		{"memory below minimum", []string{"--kernel", good, "--memory", "1M"}, "--memory"},
+		{"memory absurd", []string{"--kernel", good, "--memory", "100000T"}, "--memory"},
+		{"memory negative", []string{"--kernel", good, "--memory", "-1G"}, "--memory"},
+		{"cpus zero", []string{"--kernel", good, "--cpus", "0"}, "--cpus"},
+		{"cpus absurd", []string{"--kernel", good, "--cpus", "100000"}, "--cpus"},
+		{"cpus not a number", []string{"--kernel", good, "--cpus", "two"}, "--cpus"},
+		{"cmdline too long", []string{"--kernel", good, "--cmdline", strings.Repeat("x", 5000)}, "--cmdline"},
+		{"no kernel", []string{}, "--kernel"},
+		{"unknown flag", []string{"--kernel", good, "--frobnicate"}, "frobnicate"},
+		{"timeout not a duration", []string{"--kernel", good, "--timeout", "soon"}, "--timeout"},
+		{"stray argument", []string{"--kernel", good, "extra"}, "extra"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := runMicrovm(t, time.Minute, append([]string{"boot"}, c.args...)...)
+			if r.code != 2 {
+				t.Errorf("exit code %d, want 2; stderr %q", r.code, r.stderr)
+			}
+			lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], "microvm: ") {
+				t.Errorf("stderr is not one 'microvm: ' line: %q", r.stderr)
+			}
+			if !strings.Contains(r.stderr, c.want) {
+				t.Errorf("stderr %q does not mention %q", r.stderr, c.want)
+			}
+			if strings.Contains(r.stderr, "panic") || strings.Contains(r.stderr, "goroutine") {
+				t.Errorf("stderr has a Go panic: %q", r.stderr)
+			}
+		})
+	}
+}

@@ -1,0 +1,136 @@
+package tests
+
+import (
+	"encoding/json"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Linux-boot tests: the project's own kernel and u-root initrd, booted by the
+// real microvm binary. Under the nested harness they run inside L1.
+
+const linuxLimit = 10 * time.Minute
+
+func linuxArtifacts(t *testing.T) (kernel, initrd string) {
+	t.Helper()
+	needKVM(t)
+	kernel, initrd = os.Getenv("MICROVM_KERNEL"), os.Getenv("MICROVM_INITRD")
+	if kernel == "" || initrd == "" {
+		t.Fatal("MICROVM_KERNEL and MICROVM_INITRD must be set (tests/run.sh sets them after make kernel initrd)")
+	}
+	return kernel, initrd
+}
+
+func microvmRun(t *testing.T, flags []string, argv ...string) result {
+	t.Helper()
+	kernel, initrd := linuxArtifacts(t)
+	args := append([]string{"run", "--kernel", kernel, "--initrd", initrd, "--timeout", "8m"}, flags...)
+	args = append(append(args, "--"), argv...)
+	r := runMicrovm(t, linuxLimit, args...)
+	t.Logf("microvm %s: exit %d in %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, r.elapsed, r.stdout, r.stderr)
+	return r
+}
+
+func TestLinuxUname(t *testing.T) {
+	kernel, initrd := linuxArtifacts(t)
+	r := runMicrovm(t, linuxLimit, "uname", "--kernel", kernel, "--initrd", initrd, "--json", "--timeout", "8m")
+	t.Logf("exit %d in %v\nstdout:\n%s\nstderr:\n%s", r.code, r.elapsed, r.stdout, r.stderr)
+	if r.code != 0 {
+		t.Fatalf("exit code %d", r.code)
+	}
+	var out struct {
+		Host, Guest struct{ Release, Machine string }
+		BootToInit  float64 `json:"boot_to_init_ms"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		t.Fatalf("uname --json output %q: %v", r.stdout, err)
+	}
+	want := os.Getenv("MICROVM_KERNEL_RELEASE")
+	if want == "" || out.Guest.Release != want {
+		t.Errorf("guest release %q, want the built kernel's %q", out.Guest.Release, want)
+	}
+	host := os.Getenv("MICROVM_HOST_RELEASE")
+	if host == "" {
+		host = out.Host.Release
+	}
+	if out.Guest.Release == host {
+		t.Errorf("guest release %q equals the host's", out.Guest.Release)
+	}
+	if out.Guest.Machine != "x86_64" || out.BootToInit <= 0 {
+		t.Errorf("guest machine %q, boot to init %v ms", out.Guest.Machine, out.BootToInit)
+	}
+}
+
+func TestLinuxRunExitStatus(t *testing.T) {
+	r := microvmRun(t, nil, "sh", "-c", "echo out-$((6*7)); exit 7")
+	if r.code != 7 {
+		t.Fatalf("exit code %d, want 7", r.code)
+	}
+	if !strings.Contains(r.stdout, "out-42") {
+		t.Errorf("command output missing from stdout")
+	}
+	if strings.Contains(r.stdout, "Linux version") {
+		t.Errorf("kernel log leaked into the command's stdout")
+	}
+}
+
+func TestLinuxSMP(t *testing.T) {
+	r := microvmRun(t, []string{"--cpus", "2"}, "cat", "/sys/devices/system/cpu/online")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "0-1" {
+		t.Fatalf("exit %d, online CPUs %q, want 0-1", r.code, r.stdout)
+	}
+}
+
+func TestLinuxMemory(t *testing.T) {
+	r := microvmRun(t, []string{"--memory", "512M"}, "cat", "/proc/meminfo")
+	if r.code != 0 {
+		t.Fatalf("exit code %d", r.code)
+	}
+	for _, l := range strings.Split(r.stdout, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.Atoi(f[1])
+			// The kernel reserves some of it; expect 400-512 MiB.
+			if kb < 400<<10 || kb > 512<<10 {
+				t.Fatalf("MemTotal %d kB for --memory 512M", kb)
+			}
+			return
+		}
+	}
+	t.Fatal("no MemTotal in /proc/meminfo")
+}
+
+func TestLinuxCmdline(t *testing.T) {
+	r := microvmRun(t, []string{"--cmdline", "microvm.test=hello42"}, "cat", "/proc/cmdline")
+	if r.code != 0 || !strings.Contains(r.stdout, "microvm.test=hello42") {
+		t.Fatalf("exit %d, /proc/cmdline %q", r.code, r.stdout)
+	}
+}
+
+func TestLinuxRebootAndPoweroff(t *testing.T) {
+	for _, cmd := range []string{"reboot", "poweroff"} {
+		t.Run(cmd, func(t *testing.T) {
+			r := microvmRun(t, nil, cmd)
+			if r.code != 0 {
+				t.Fatalf("guest %s: exit code %d, want 0", cmd, r.code)
+			}
+		})
+	}
+}
+
+func TestLinuxPanic(t *testing.T) {
+	// A missing init= makes the kernel panic ("Requested init ... failed");
+	// with panic=-1 it reboots at once, which must be reported as a crash.
+	kernel, initrd := linuxArtifacts(t)
+	r := runMicrovm(t, linuxLimit, "boot", "--kernel", kernel, "--initrd", initrd, "--timeout", "8m",
+		"--cmdline", "console=ttyS0 reboot=k panic=-1 rdinit=/nonexistent init=/nonexistent")
+	if r.code != 3 {
+		t.Fatalf("exit code %d, want 3; stderr %q", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "kernel panic") {
+		t.Errorf("stderr %q does not report the kernel panic", r.stderr)
+	}
+}
