@@ -12,7 +12,7 @@ import (
 // Linux-boot tests: the project's own kernel and u-root initrd, booted by the
 // real microvm binary. Under the nested harness they run inside L1.
 
-const linuxLimit = 10 * time.Minute
+const linuxLimit = 3 * time.Minute
 
 func linuxArtifacts(t *testing.T) (kernel, initrd string) {
 	t.Helper()
@@ -27,7 +27,7 @@ func linuxArtifacts(t *testing.T) (kernel, initrd string) {
 func microvmRun(t *testing.T, flags []string, argv ...string) result {
 	t.Helper()
 	kernel, initrd := linuxArtifacts(t)
-	args := append([]string{"run", "--kernel", kernel, "--initrd", initrd, "--timeout", "8m"}, flags...)
+	args := append([]string{"run", "--kernel", kernel, "--initrd", initrd, "--timeout", "2m"}, flags...)
 	args = append(append(args, "--"), argv...)
 	r := runMicrovm(t, linuxLimit, args...)
 	t.Logf("microvm %s: exit %d in %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, r.elapsed, r.stdout, r.stderr)
@@ -36,7 +36,7 @@ func microvmRun(t *testing.T, flags []string, argv ...string) result {
 
 func TestLinuxUname(t *testing.T) {
 	kernel, initrd := linuxArtifacts(t)
-	r := runMicrovm(t, linuxLimit, "uname", "--kernel", kernel, "--initrd", initrd, "--json", "--timeout", "8m")
+	r := runMicrovm(t, linuxLimit, "uname", "--kernel", kernel, "--initrd", initrd, "--json", "--timeout", "2m")
 	t.Logf("exit %d in %v\nstdout:\n%s\nstderr:\n%s", r.code, r.elapsed, r.stdout, r.stderr)
 	if r.code != 0 {
 		t.Fatalf("exit code %d", r.code)
@@ -110,27 +110,35 @@ func TestLinuxCmdline(t *testing.T) {
 	}
 }
 
-func TestLinuxRebootAndPoweroff(t *testing.T) {
-	for _, cmd := range []string{"reboot", "poweroff"} {
-		t.Run(cmd, func(t *testing.T) {
-			r := microvmRun(t, nil, cmd)
-			if r.code != 0 {
-				t.Fatalf("guest %s: exit code %d, want 0", cmd, r.code)
-			}
-		})
-	}
-}
-
 func TestLinuxPanic(t *testing.T) {
 	// A missing init= makes the kernel panic ("Requested init ... failed");
 	// with panic=-1 it reboots at once, which must be reported as a crash.
 	kernel, initrd := linuxArtifacts(t)
-	r := runMicrovm(t, linuxLimit, "boot", "--kernel", kernel, "--initrd", initrd, "--timeout", "8m",
-		"--cmdline", "console=ttyS0 reboot=k panic=-1 rdinit=/nonexistent init=/nonexistent")
+	r := runMicrovm(t, linuxLimit, "boot", "--kernel", kernel, "--initrd", initrd, "--timeout", "2m",
+		"--cmdline", "console=ttyS0 reboot=k panic=-1 quiet rdinit=/nonexistent init=/nonexistent")
 	if r.code != 3 {
 		t.Fatalf("exit code %d, want 3; stderr %q", r.code, r.stderr)
 	}
 	if !strings.Contains(r.stderr, "kernel panic") {
 		t.Errorf("stderr %q does not report the kernel panic", r.stderr)
+	}
+}
+
+// Runs last among the Linux tests: under the nested harness, a Linux guest
+// booted right after a guest that powered off (all CPUs halted) has been
+// seen to hang the L1 (QEMU TCG's SVM emulation); see the issue notes.
+func TestLinuxRebootAndPoweroff(t *testing.T) {
+	// u-root has no reboot command; its shutdown does RESTART. Without ACPI
+	// a poweroff halts every CPU with interrupts off, which microvm detects.
+	for _, argv := range [][]string{{"shutdown", "reboot"}, {"poweroff"}} {
+		t.Run(argv[0], func(t *testing.T) {
+			r := microvmRun(t, nil, argv...)
+			if r.code != 0 {
+				t.Fatalf("guest %v: exit code %d, want 0", argv, r.code)
+			}
+			if !strings.Contains(r.stderr, "before the command reported") {
+				t.Errorf("stderr %q: the guest should have gone down before the agent reported", r.stderr)
+			}
+		})
 	}
 }

@@ -32,6 +32,7 @@ const (
 	kvmCreatePIT2          = 0x4040AE77
 	kvmIOEventFD           = 0x4040AE79
 	kvmRun                 = 0xAE80
+	kvmGetMPState          = 0x8004AE98
 	kvmGetRegs             = 0x8090AE81
 	kvmSetRegs             = 0x4090AE82
 	kvmGetSregs            = 0x8138AE83
@@ -302,6 +303,14 @@ type fpu struct {
 type lapicState struct {
 	Regs [1024]byte
 }
+
+// KVM_MP_STATE_* values.
+const (
+	mpStateRunnable      = 0
+	mpStateUninitialized = 1
+	mpStateInitReceived  = 2
+	mpStateHalted        = 3
+)
 
 // kvm_run exit reasons (KVM_EXIT_*).
 const (

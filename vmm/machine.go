@@ -97,6 +97,9 @@ type Machine struct {
 	guestStatus atomic.Int32
 	panicWatch  *panicWatcher
 	runOnce     sync.Once
+
+	haltMu sync.Mutex
+	halted []bool // per vCPU: stopped for good (see vcpu.stoppedForGood)
 }
 
 func readInput(what, path string) ([]byte, error) {
@@ -383,6 +386,25 @@ func (m *Machine) createVCPUs(entry uint64) error {
 	return m.vcpus[0].setupBoot(entry)
 }
 
+// haltPollInterval is how often the vCPUs are poked to check whether the
+// guest has halted every CPU with interrupts off.
+const haltPollInterval = 250 * time.Millisecond
+
+// noteHalted records whether vCPU id is stopped for good; when all are, the
+// guest has powered off.
+func (m *Machine) noteHalted(id int, halted bool) {
+	m.haltMu.Lock()
+	m.halted[id] = halted
+	all := true
+	for _, h := range m.halted {
+		all = all && h
+	}
+	m.haltMu.Unlock()
+	if all {
+		m.guestStopped(vcpuExit{reason: ExitPoweroff, detail: "all vCPUs halted with interrupts disabled"})
+	}
+}
+
 // guestStopped records a device-initiated exit and stops the vCPUs.
 func (m *Machine) guestStopped(e vcpuExit) {
 	select {
@@ -408,6 +430,7 @@ func (m *Machine) Run(ctx context.Context) Result {
 }
 
 func (m *Machine) run(ctx context.Context) Result {
+	m.halted = make([]bool, len(m.vcpus))
 	exits := make(chan vcpuExit, len(m.vcpus))
 	var wg sync.WaitGroup
 	for _, v := range m.vcpus {
@@ -421,6 +444,22 @@ func (m *Machine) run(ctx context.Context) Result {
 			exits <- e
 		}()
 	}
+	pollDone := make(chan struct{})
+	defer close(pollDone)
+	go func() {
+		t := time.NewTicker(haltPollInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-pollDone:
+				return
+			case <-t.C:
+				for _, v := range m.vcpus {
+					v.poke()
+				}
+			}
+		}
+	}()
 	var first vcpuExit
 	select {
 	case <-ctx.Done():

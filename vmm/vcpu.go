@@ -37,6 +37,7 @@ const (
 	cr0ET      = 1 << 4
 	cr0PG      = 1 << 31
 	cr4PAE     = 1 << 5
+	rflagsIF   = 1 << 9
 	eferLME    = 1 << 8
 	eferLMA    = 1 << 10
 	apicLVT0   = 0x350
@@ -140,6 +141,33 @@ func (v *vcpu) regs() (Regs, error) {
 	return r, err
 }
 
+// stoppedForGood reports whether this vCPU can never run again on its own:
+// halted with interrupts disabled (how Linux ends a poweroff without ACPI:
+// every CPU in stop_this_cpu), or an AP still waiting for INIT/SIPI.
+// Called on the vCPU's own thread, between KVM_RUNs.
+func (v *vcpu) stoppedForGood() bool {
+	var st uint32
+	if _, err := ioctl(v.fd(), kvmGetMPState, uintptr(unsafe.Pointer(&st))); err != nil {
+		return false
+	}
+	switch st {
+	case mpStateUninitialized, mpStateInitReceived:
+		return v.id != 0
+	case mpStateHalted:
+		r, err := v.regs()
+		return err == nil && r.RFLAGS&rflagsIF == 0
+	}
+	return false
+}
+
+// poke interrupts KVM_RUN without stopping the vCPU, so the loop can look at
+// its state.
+func (v *vcpu) poke() {
+	if tid := v.tid.Load(); tid != 0 {
+		_ = unix.Tgkill(unix.Getpid(), int(tid), unix.SIGURG)
+	}
+}
+
 // kick makes KVM_RUN return (now or at its next entry): set immediate_exit,
 // then signal the thread. SIGURG is harmless to the Go runtime, which uses
 // it for preemption itself.
@@ -163,6 +191,7 @@ type vcpuExit struct {
 func (v *vcpu) loop(m *Machine) vcpuExit {
 	runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
 	v.tid.Store(int32(unix.Gettid()))
+	defer v.tid.Store(0)
 	le := binary.LittleEndian
 	first := true
 	for !m.stopping.Load() {
@@ -173,6 +202,9 @@ func (v *vcpu) loop(m *Machine) vcpuExit {
 		_, err := ioctl(v.fd(), kvmRun, 0)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+				if !m.stopping.Load() {
+					m.noteHalted(v.id, v.stoppedForGood())
+				}
 				continue
 			}
 			return vcpuExit{reason: ExitError, err: fmt.Errorf("vcpu %d: KVM_RUN: %w", v.id, err)}

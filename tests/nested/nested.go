@@ -161,13 +161,13 @@ func qemuArgs(cfg *Config, initrd string) []string {
 	}
 	cmdline := "console=ttyS0 panic=-1 reboot=t quiet loglevel=4"
 	if khz := hostTSCkHz(); khz > 0 {
-		// Under TCG the L1 kernel's PIT calibration of the TSC often
-		// fails (about 1 boot in 3 on a busy host). It then runs with
-		// tsc_khz 0, and KVM_RUN in L1 spins forever in
-		// kvm_guest_time_update before ever entering the guest. Give
-		// it the rate instead: TCG's guest TSC is the host's.
-		// tsc=reliable: it is the host TSC; a jiffies watchdog under a
-		// loaded TCG would otherwise flip L1 to the jiffies clock.
+		// Under TCG the L1 kernel's PIT calibration of the TSC fails in
+		// a third to a half of boots on a busy host. L1 then runs with
+		// tsc_khz 0, and KVM_RUN there spins forever in
+		// kvm_guest_time_update without ever entering the guest. So give
+		// L1 the rate: TCG's guest TSC is the host's. tsc=reliable keeps
+		// a jiffies-based watchdog, jittery under TCG, from switching L1
+		// to the jiffies clock.
 		cmdline += " tsc_early_khz=" + strconv.Itoa(khz) + " tsc=reliable"
 	}
 	if cfg.KernelArgs != "" {

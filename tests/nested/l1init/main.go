@@ -123,6 +123,7 @@ func run(cfg *config) int {
 	case err := <-done:
 		return exitCode(cmd, err)
 	case <-timeout:
+		fmt.Println() // the payload may have left a partial line
 		logf("payload overran its timeout of %v; killing it", time.Duration(cfg.TimeoutMS)*time.Millisecond)
 		unix.Kill(-cmd.Process.Pid, unix.SIGKILL)
 		unix.Kill(cmd.Process.Pid, unix.SIGKILL)
