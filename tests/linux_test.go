@@ -77,6 +77,19 @@ func TestLinuxRunExitStatus(t *testing.T) {
 	}
 }
 
+// TestLinuxVmlinux boots the uncompressed ELF vmlinux, entered in 64-bit
+// mode at e_entry like a micro-guest, instead of the bzImage.
+func TestLinuxVmlinux(t *testing.T) {
+	vmlinux := os.Getenv("MICROVM_VMLINUX")
+	if vmlinux == "" {
+		t.Fatal("MICROVM_VMLINUX must be set (tests/run.sh sets it)")
+	}
+	r := microvmRun(t, []string{"--kernel", vmlinux}, "uname", "-r")
+	if want := os.Getenv("MICROVM_KERNEL_RELEASE"); r.code != 0 || strings.TrimSpace(r.stdout) != want {
+		t.Fatalf("exit %d, uname -r %q, want %q", r.code, r.stdout, want)
+	}
+}
+
 func TestLinuxSMP(t *testing.T) {
 	r := microvmRun(t, []string{"--cpus", "2"}, "cat", "/sys/devices/system/cpu/online")
 	if r.code != 0 || strings.TrimSpace(r.stdout) != "0-1" {
