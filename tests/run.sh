@@ -28,21 +28,9 @@ log() { echo "run.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 # --- decide direct or nested ------------------------------------------------
-mode=nested
-if [[ ${MICROVM_FORCE_NESTED:-0} == 1 ]]; then
-	reason="MICROVM_FORCE_NESTED=1"
-elif [[ ! -e /dev/kvm ]]; then
-	reason="host /dev/kvm missing"
-elif ! (exec 3<>/dev/kvm) 2>/dev/null; then
-	reason="host /dev/kvm not openable read-write"
-elif [[ -e /sys/module/kvm_pvm ]]; then
-	reason="host /dev/kvm is the paravirtual kvm_pvm"
-elif ! grep -qwE 'vmx|svm' /proc/cpuinfo; then
-	reason="host CPU has no vmx/svm"
-else
-	mode=direct
-	reason="host /dev/kvm is hardware-backed ($(grep -owE 'vmx|svm' /proc/cpuinfo | head -n1))"
-fi
+source "$ROOT/scripts/kvm-mode.sh"
+mode=$KVM_MODE
+reason=$KVM_MODE_REASON
 echo "vm tests: $mode ($reason)"
 
 # --- dependencies -------------------------------------------------------------
