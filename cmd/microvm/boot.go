@@ -56,7 +56,7 @@ const defaultBootCmdline = "console=ttyS0 reboot=k panic=-1"
 
 func runBoot(start time.Time, args []string) int {
 	var f vmFlags
-	fs := newFlags("boot", "")
+	fs := newFlags("boot")
 	f.register(fs, defaultBootCmdline)
 	if done, code := parseFlags(fs, "boot --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--timeout DUR]", args); done {
 		return code

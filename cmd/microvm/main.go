@@ -78,26 +78,22 @@ func fail(code int, format string, a ...any) int {
 	return code
 }
 
-// failErr maps an error to its exit code: bad input is 2, the rest 1.
+// failErr maps an error to its exit code: bad input is 2, the rest
+// (including a missing /dev/kvm, whose message says how to fix it) 1.
 func failErr(err error) int {
-	var noKVM *vmm.ErrNoKVM
-	switch {
-	case vmm.IsInputError(err):
+	if vmm.IsInputError(err) {
 		return fail(vmm.CodeUsage, "%v", err)
-	case errors.As(err, &noKVM):
-		return fail(vmm.CodeInternal, "%v", err)
 	}
 	return fail(vmm.CodeInternal, "%v", err)
 }
 
 // newFlags returns a flag set whose errors and help go through our own
 // one-line reporting.
-func newFlags(name, args string) *pflag.FlagSet {
+func newFlags(name string) *pflag.FlagSet {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	fs.SortFlags = false
-	_ = args
 	return fs
 }
 

@@ -18,7 +18,7 @@ const agentCmdline = "console=ttyS0 reboot=k panic=-1 quiet"
 
 func runRun(start time.Time, args []string) int {
 	var f vmFlags
-	fs := newFlags("run", "")
+	fs := newFlags("run")
 	f.register(fs, "")
 	fs.Lookup("cmdline").Usage = "extra kernel command line parameters"
 	if done, code := parseFlags(fs, "run [--kernel K] [--initrd I] [--cpus N] [--memory M] [--timeout D] -- CMD [ARGS...]", args); done {

@@ -15,7 +15,7 @@ import (
 
 func runUname(start time.Time, args []string) int {
 	var f vmFlags
-	fs := newFlags("uname", "")
+	fs := newFlags("uname")
 	f.register(fs, "")
 	fs.Lookup("cmdline").Usage = "extra kernel command line parameters"
 	hostOnly := fs.Bool("host-only", false, "print only this host's uname (with --json: the guest agent's format); boots nothing")
