@@ -79,4 +79,12 @@ const (
 	VirtioIRQBase = 5
 	// MaxIRQ is the highest IOAPIC pin announced in the MP table.
 	MaxIRQ = 23
+	// MaxVirtioDevices bounds the virtio-mmio slots: IRQs 5 to 20.
+	MaxVirtioDevices = 16
 )
+
+// VirtioSlot returns the MMIO window and IRQ of virtio device i
+// (0 <= i < MaxVirtioDevices).
+func VirtioSlot(i int) (base uint64, irq uint32) {
+	return VirtioMMIOBase + uint64(i)*VirtioMMIOSize, VirtioIRQBase + uint32(i)
+}

@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"github.com/microvm-dev/microvm/devices"
+	"github.com/microvm-dev/microvm/devices/virtio"
+	"github.com/microvm-dev/microvm/initrd/agentproto"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,8 +52,24 @@ type Config struct {
 	Console io.Writer
 	// Start is when the boot began, for the timeline (default: now).
 	Start time.Time
-	// OnMilestone, if set, sees every boot/debug port write (vCPU thread).
+	// OnMilestone, if set, sees every milestone: boot/debug port writes
+	// (vCPU thread) and agent-channel messages (device goroutine).
 	OnMilestone func(code uint8, value uint32)
+
+	// Disks are attached as virtio-blk devices vda, vdb, ... in order.
+	Disks []Disk
+	// Nets are attached as virtio-net devices eth0, eth1, ... in order.
+	Nets []NetIf
+	// VirtioConsole adds a virtio-console whose port 0 (hvc0) writes to
+	// Console and whose port 1 is the guest agent's channel. Put
+	// console=hvc0 on the command line to make it the guest's console.
+	VirtioConsole bool
+	// Command, if set, is run by the guest agent: over the agent channel
+	// with VirtioConsole, otherwise passed on the kernel command line.
+	Command []string
+	// Logf receives VMM warnings such as a virtio device's driver error
+	// (default: a "microvm: " line on stderr).
+	Logf func(format string, a ...any)
 }
 
 // Result is how a run ended.
@@ -100,6 +118,11 @@ type Machine struct {
 
 	haltMu sync.Mutex
 	halted []bool // per vCPU: stopped for good (see vcpu.stoppedForGood)
+
+	cmdline    string // cfg.Cmdline plus what the VMM appends
+	plan       *virtioPlan
+	transports []*virtio.MMIO
+	files      []*os.File // eventfds
 }
 
 func readInput(what, path string) ([]byte, error) {
@@ -153,11 +176,35 @@ func New(cfg Config) (m *Machine, err error) {
 	if err != nil {
 		return nil, &InputError{What: "--kernel", Msg: err.Error()}
 	}
-	if len(cfg.Cmdline) > k.CmdlineMax {
-		return nil, inputErr("--cmdline", "is %d bytes; this kernel accepts at most %d", len(cfg.Cmdline), k.CmdlineMax)
-	}
 	if bytes.IndexByte([]byte(cfg.Cmdline), 0) >= 0 {
 		return nil, inputErr("--cmdline", "contains a NUL byte")
+	}
+	if len(cfg.Command) > 0 && cfg.Command[0] == "" {
+		return nil, inputErr("command", "empty program name")
+	}
+	plan, err := planVirtio(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if m == nil {
+			plan.close()
+		}
+	}()
+	cmdline := cfg.Cmdline + plan.cmdline()
+	switch {
+	case cfg.VirtioConsole:
+		cmdline += " " + agentproto.ChannelParam + "=1"
+	case cfg.Command != nil:
+		cmdline += " " + agentproto.CmdParam + "=" + agentproto.EncodeCmd(cfg.Command)
+	}
+	cmdline = strings.TrimSpace(cmdline)
+	if len(cmdline) > k.CmdlineMax {
+		what := "--cmdline"
+		if len(cfg.Cmdline) <= k.CmdlineMax {
+			what = "--cmdline plus devices and command"
+		}
+		return nil, inputErr(what, "is %d bytes; this kernel accepts at most %d", len(cmdline), k.CmdlineMax)
 	}
 	// Everything about the input is checked before KVM is touched.
 	if err := k.CheckFits(cfg.Memory); err != nil {
@@ -177,17 +224,21 @@ func New(cfg Config) (m *Machine, err error) {
 		}
 	}
 
-	m = &Machine{
+	mc := &Machine{
 		cfg:       cfg,
 		timeline:  NewTimeline(cfg.Start),
 		pio:       devices.NewBus("pio"),
 		mmio:      devices.NewBus("mmio"),
 		guestExit: make(chan vcpuExit, 1),
+		cmdline:   cmdline,
+		plan:      plan,
 	}
+	m = mc
 	m.guestStatus.Store(-1)
 	defer func() {
 		if err != nil {
-			m.Close()
+			mc.Close()
+			m = nil
 		}
 	}()
 	if m.kvm, err = OpenKVM(); err != nil {
@@ -281,7 +332,7 @@ func (m *Machine) loadKernel(k *Kernel, initrd []byte, addr uint64) error {
 		}
 		bp.SetRamdisk(addr, uint64(len(initrd)))
 	}
-	if err := m.mem.Write(CmdlineAddr, append([]byte(m.cfg.Cmdline), 0)); err != nil {
+	if err := m.mem.Write(CmdlineAddr, append([]byte(m.cmdline), 0)); err != nil {
 		return fmt.Errorf("write cmdline: %w", err)
 	}
 	bp.SetCmdline(CmdlineAddr)
@@ -339,7 +390,22 @@ func (m *Machine) addDevices() error {
 			return err
 		}
 	}
-	return nil
+	if c := m.plan.console; c != nil {
+		c.OnFirstByte = func() { m.timeline.Mark(PhaseFirstOutput) }
+		c.Ports[0].Out = m.panicWatch
+		ch := m.plan.channels.Ports[0]
+		ch.Out = &agentConn{m: m, port: ch}
+	}
+	return m.attachVirtio()
+}
+
+// logf reports a VMM warning.
+func (m *Machine) logf(format string, a ...any) {
+	if m.cfg.Logf != nil {
+		m.cfg.Logf(format, a...)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "microvm: "+format+"\n", a...)
 }
 
 func (m *Machine) milestone(code uint8, value uint32) {
@@ -514,6 +580,10 @@ func (m *Machine) run(ctx context.Context) Result {
 // SendInput feeds host bytes to the guest's serial port, waiting while the
 // receive FIFO is full, until ctx ends.
 func (m *Machine) SendInput(ctx context.Context, b []byte) error {
+	if c := m.plan.console; c != nil {
+		_, err := c.Ports[0].Write(b)
+		return err
+	}
 	for len(b) > 0 {
 		n := m.serial.Enqueue(b)
 		b = b[n:]
@@ -541,6 +611,19 @@ func (m *Machine) Memory() *Memory { return m.mem }
 
 // Close releases the VM. Call it after Run returns.
 func (m *Machine) Close() {
+	// Device goroutines use guest memory: stop them before it is unmapped.
+	for _, t := range m.transports {
+		t.Close()
+	}
+	m.transports = nil
+	for _, f := range m.files {
+		f.Close()
+	}
+	m.files = nil
+	if m.plan != nil {
+		m.plan.close()
+		m.plan = nil
+	}
 	for _, v := range m.vcpus {
 		v.close()
 	}

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"net"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -19,6 +21,8 @@ type vmFlags struct {
 	cpus                            int
 	timeout                         time.Duration
 	timings, json                   bool
+	disks, nets                     []string
+	consoleKind                     string
 }
 
 func (f *vmFlags) register(fs *pflag.FlagSet, defaultCmdline string) {
@@ -30,6 +34,17 @@ func (f *vmFlags) register(fs *pflag.FlagSet, defaultCmdline string) {
 	fs.DurationVar(&f.timeout, "timeout", 0, "stop the guest and exit 124 after this long (0: no limit)")
 	fs.BoolVar(&f.timings, "timings", false, "print the boot timeline on stderr at exit")
 	fs.BoolVar(&f.json, "json", false, "print the timeline and exit reason as one JSON object on stderr at exit")
+	fs.StringArrayVar(&f.disks, "disk", nil, "attach a raw disk image as virtio-blk: PATH[,ro] (repeatable: vda, vdb, ...)")
+	fs.StringArrayVar(&f.nets, "net", nil, "attach virtio-net on a host TAP: tap=NAME[,mac=MAC] (repeatable)")
+	fs.StringVar(&f.consoleKind, "console", "serial", "guest console: serial (ttyS0) or virtio (hvc0, plus the agent channel)")
+}
+
+// consoleParam is the console= kernel parameter for --console.
+func (f *vmFlags) consoleParam() string {
+	if f.consoleKind == "virtio" {
+		return "console=hvc0"
+	}
+	return "console=ttyS0"
 }
 
 // config turns the flags into a vmm.Config; errors name the flag.
@@ -41,24 +56,87 @@ func (f *vmFlags) config(start time.Time) (vmm.Config, error) {
 	if f.timeout < 0 {
 		return vmm.Config{}, &vmm.InputError{What: "--timeout", Msg: "must not be negative"}
 	}
-	return vmm.Config{
-		Kernel:  f.kernel,
-		Initrd:  f.initrd,
-		Cmdline: f.cmdline,
-		CPUs:    f.cpus,
-		Memory:  mem,
-		Console: os.Stdout,
-		Start:   start,
-	}, nil
+	if f.consoleKind != "serial" && f.consoleKind != "virtio" {
+		return vmm.Config{}, &vmm.InputError{What: "--console", Msg: fmt.Sprintf("%q: want serial or virtio", f.consoleKind)}
+	}
+	cfg := vmm.Config{
+		Kernel:        f.kernel,
+		Initrd:        f.initrd,
+		Cmdline:       f.cmdline,
+		CPUs:          f.cpus,
+		Memory:        mem,
+		Console:       os.Stdout,
+		Start:         start,
+		VirtioConsole: f.consoleKind == "virtio",
+	}
+	for _, d := range f.disks {
+		disk, err := parseDisk(d)
+		if err != nil {
+			return vmm.Config{}, err
+		}
+		cfg.Disks = append(cfg.Disks, disk)
+	}
+	for _, n := range f.nets {
+		nic, err := parseNet(n)
+		if err != nil {
+			return vmm.Config{}, err
+		}
+		cfg.Nets = append(cfg.Nets, nic)
+	}
+	return cfg, nil
 }
 
-const defaultBootCmdline = "console=ttyS0 reboot=k panic=-1"
+// parseDisk parses --disk PATH[,ro].
+func parseDisk(s string) (vmm.Disk, error) {
+	path, opts, _ := strings.Cut(s, ",")
+	d := vmm.Disk{Path: path}
+	if path == "" {
+		return d, &vmm.InputError{What: "--disk", Msg: fmt.Sprintf("%q: no path", s)}
+	}
+	for _, o := range strings.Split(opts, ",") {
+		switch o {
+		case "":
+		case "ro":
+			d.ReadOnly = true
+		default:
+			return d, &vmm.InputError{What: "--disk", Msg: fmt.Sprintf("%s: unknown option %q (want ro)", path, o)}
+		}
+	}
+	return d, nil
+}
+
+// parseNet parses --net tap=NAME[,mac=MAC].
+func parseNet(s string) (vmm.NetIf, error) {
+	var n vmm.NetIf
+	for _, kv := range strings.Split(s, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "tap":
+			n.Tap = v
+		case "mac":
+			mac, err := net.ParseMAC(v)
+			if err != nil || len(mac) != 6 {
+				return n, &vmm.InputError{What: "--net", Msg: fmt.Sprintf("mac=%s is not a MAC address like 02:00:00:00:00:01", v)}
+			}
+			n.MAC = mac
+		default:
+			return n, &vmm.InputError{What: "--net", Msg: fmt.Sprintf("%q: unknown option %q (want tap=NAME[,mac=MAC])", s, k)}
+		}
+	}
+	if n.Tap == "" {
+		return n, &vmm.InputError{What: "--net", Msg: fmt.Sprintf("%q: tap=NAME is required", s)}
+	}
+	return n, nil
+}
+
+const defaultBootCmdline = "reboot=k panic=-1"
 
 func runBoot(start time.Time, args []string) int {
 	var f vmFlags
 	fs := newFlags("boot")
-	f.register(fs, defaultBootCmdline)
-	if done, code := parseFlags(fs, "boot --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--timeout DUR]", args); done {
+	f.register(fs, "")
+	fs.Lookup("cmdline").Usage = "kernel command line (default \"console=ttyS0 " + defaultBootCmdline + "\", hvc0 with --console virtio)"
+	if done, code := parseFlags(fs, "boot --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--timeout DUR]", args); done {
 		return code
 	}
 	if fs.NArg() > 0 {
@@ -66,6 +144,9 @@ func runBoot(start time.Time, args []string) int {
 	}
 	if f.kernel == "" {
 		return fail(vmm.CodeUsage, "--kernel: required (see 'microvm boot --help')")
+	}
+	if !fs.Changed("cmdline") {
+		f.cmdline = f.consoleParam() + " " + defaultBootCmdline
 	}
 	cfg, err := f.config(start)
 	if err != nil {

@@ -14,14 +14,14 @@ import (
 
 // Kernel parameters for guests driven by the agent: quiet boot, reset via
 // the i8042 on reboot, and an immediate reboot (reported as a crash) on panic.
-const agentCmdline = "console=ttyS0 reboot=k panic=-1 quiet"
+const agentCmdline = "reboot=k panic=-1 quiet"
 
 func runRun(start time.Time, args []string) int {
 	var f vmFlags
 	fs := newFlags("run")
 	f.register(fs, "")
 	fs.Lookup("cmdline").Usage = "extra kernel command line parameters"
-	if done, code := parseFlags(fs, "run [--kernel K] [--initrd I] [--cpus N] [--memory M] [--timeout D] -- CMD [ARGS...]", args); done {
+	if done, code := parseFlags(fs, "run [--kernel K] [--initrd I] [--cpus N] [--memory M] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--timeout D] -- CMD [ARGS...]", args); done {
 		return code
 	}
 	argv := fs.Args()
@@ -35,7 +35,8 @@ func runRun(start time.Time, args []string) int {
 	if err != nil {
 		return failErr(err)
 	}
-	cfg.Cmdline = joinCmdline(agentCmdline, f.cmdline, agentproto.CmdParam+"="+agentproto.EncodeCmd(argv))
+	cfg.Cmdline = joinCmdline(f.consoleParam(), agentCmdline, f.cmdline)
+	cfg.Command = argv
 	// Only the command's own output is streamed: console bytes before the
 	// agent's "ready" milestone (kernel log, agent banner) are held back and
 	// shown only if the guest never gets that far.

@@ -41,7 +41,7 @@ func runUname(start time.Time, args []string) int {
 	if err != nil {
 		return failErr(err)
 	}
-	cfg.Cmdline = joinCmdline(agentCmdline, f.cmdline, agentproto.UnameParam+"=1")
+	cfg.Cmdline = joinCmdline(f.consoleParam(), agentCmdline, f.cmdline, agentproto.UnameParam+"=1")
 	var out lineBuffer
 	cfg.Console = &out
 	asJSON := f.json

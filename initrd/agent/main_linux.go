@@ -41,8 +41,9 @@ const (
 
 // agent holds the state needed to shut down cleanly from anywhere.
 type agent struct {
-	status    int  // command exit status, -1 until known
-	finishing bool // finish has started; errors from here on skip to powerOff
+	status    int      // command exit status, -1 until known
+	finishing bool     // finish has started; errors from here on skip to powerOff
+	ch        *channel // agent channel, when the VMM provides one
 }
 
 func main() {
@@ -93,20 +94,70 @@ func (a *agent) run() {
 		a.finish(0)
 	}
 
-	p, ok := lookupParam(params, agentproto.CmdParam)
-	if !ok {
-		fmt.Println("guest: no command; powering off")
-		a.finish(0)
-	}
-	argv, err := agentproto.DecodeCmd(p.Value)
+	argv, err := a.command(params)
 	if err != nil {
 		a.fail(err)
 	}
+	if len(argv) == 0 {
+		fmt.Println("guest: no command; powering off")
+		a.finish(0)
+	}
 
 	setupEnv()
+	rawConsoleOutput()
 	drainConsole()
-	milestone(agentproto.MilestoneReady)
+	a.milestone(agentproto.MilestoneReady)
 	a.finish(runCommand(argv))
+}
+
+// command returns the argv to run: from the agent channel when the VMM
+// announced one, else from the kernel command line; none is not an error.
+func (a *agent) command(params []param) ([]string, error) {
+	if flagEnabled(lookupParam(params, agentproto.ChannelParam)) {
+		ch, err := openChannel(10 * time.Second)
+		if err != nil {
+			return nil, err
+		}
+		a.ch = ch
+		if err := ch.send(agentproto.Msg{T: agentproto.MsgReady}); err != nil {
+			return nil, err
+		}
+		m, err := ch.recv()
+		if err != nil {
+			return nil, err
+		}
+		if m.T != agentproto.MsgCmd {
+			return nil, fmt.Errorf("agent channel: expected %q, got %q", agentproto.MsgCmd, m.T)
+		}
+		return m.Argv, nil
+	}
+	p, ok := lookupParam(params, agentproto.CmdParam)
+	if !ok {
+		return nil, nil
+	}
+	return agentproto.DecodeCmd(p.Value)
+}
+
+// milestone reports a milestone over the agent channel if there is one,
+// else through the debug port.
+func (a *agent) milestone(code uint8) {
+	if a.ch != nil {
+		if err := a.ch.send(agentproto.Msg{T: agentproto.MsgMilestone, Code: code}); err == nil {
+			return
+		}
+	}
+	_ = milestone(code)
+}
+
+// rawConsoleOutput turns off output post-processing (ONLCR) on the
+// console, so the command's stdout reaches the host byte for byte.
+func rawConsoleOutput() {
+	t, err := unix.IoctlGetTermios(1, unix.TCGETS)
+	if err != nil {
+		return // not a tty
+	}
+	t.Oflag &^= unix.OPOST
+	_ = unix.IoctlSetTermios(1, unix.TCSETS, t)
 }
 
 // setupConsole makes fds 1 and 2 refer to the console device itself.
@@ -257,7 +308,9 @@ func (a *agent) finish(status int) {
 	a.status = status
 	a.finishing = true
 	drainConsole()
-	_ = outLong(agentproto.DebugPort, agentproto.PackMilestone(agentproto.MilestoneCmdDone, uint32(status)))
+	if a.ch == nil || a.ch.send(agentproto.Msg{T: agentproto.MsgExit, Status: status}) != nil {
+		_ = outLong(agentproto.DebugPort, agentproto.PackMilestone(agentproto.MilestoneCmdDone, uint32(status)))
+	}
 	unix.Sync()
 	powerOff()
 }

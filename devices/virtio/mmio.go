@@ -1,0 +1,395 @@
+package virtio
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// virtio-mmio register offsets (spec 4.2.2, version 2 "modern" layout).
+const (
+	regMagic            = 0x000
+	regVersion          = 0x004
+	regDeviceID         = 0x008
+	regVendorID         = 0x00c
+	regDeviceFeatures   = 0x010
+	regDeviceFeatSel    = 0x014
+	regDriverFeatures   = 0x020
+	regDriverFeatSel    = 0x024
+	regQueueSel         = 0x030
+	regQueueNumMax      = 0x034
+	regQueueNum         = 0x038
+	regQueueReady       = 0x044
+	regQueueNotify      = 0x050
+	regInterruptStatus  = 0x060
+	regInterruptACK     = 0x064
+	regStatus           = 0x070
+	regQueueDescLow     = 0x080
+	regQueueDescHigh    = 0x084
+	regQueueDriverLow   = 0x090
+	regQueueDriverHigh  = 0x094
+	regQueueDeviceLow   = 0x0a0
+	regQueueDeviceHigh  = 0x0a4
+	regConfigGeneration = 0x0fc
+	regConfig           = 0x100
+
+	// QueueNotifyOffset is where the driver writes a queue index to notify
+	// the device; the VMM attaches an ioeventfd here.
+	QueueNotifyOffset = regQueueNotify
+
+	mmioMagic   = 0x74726976 // "virt"
+	mmioVersion = 2
+	vendorID    = 0x4d564d55 // "UMVM"
+)
+
+// Device status bits (spec 2.1).
+const (
+	StatusAcknowledge = 1
+	StatusDriver      = 2
+	StatusDriverOK    = 4
+	StatusFeaturesOK  = 8
+	StatusNeedsReset  = 64
+	StatusFailed      = 128
+)
+
+// Feature bits the transport itself offers (spec 6).
+const (
+	FeatureIndirectDesc = 1 << 28
+	FeatureVersion1     = 1 << 32
+)
+
+// Interrupt status bits (spec 4.2.2, InterruptStatus).
+const (
+	intUsedBuffer   = 1
+	intConfigChange = 2
+)
+
+// Interrupt signals the device's interrupt line (an irqfd in the VMM).
+type Interrupt interface {
+	Trigger() error
+}
+
+// Device is a virtio device behind a transport.
+type Device interface {
+	// Type is the virtio device ID (spec 5): 1 net, 2 block, 3 console, 4 rng.
+	Type() uint32
+	// Features are the device-specific feature bits offered.
+	Features() uint64
+	// QueueSizes gives each queue's maximum size; its length is the number
+	// of queues.
+	QueueSizes() []uint16
+	// ReadConfig and WriteConfig access the device configuration space.
+	ReadConfig(off uint64, data []byte)
+	WriteConfig(off uint64, data []byte)
+	// Run serves the activated queues until ctx ends. It returns a
+	// *QueueError for a driver error (the transport then sets
+	// DEVICE_NEEDS_RESET) or another error for a host failure.
+	Run(ctx context.Context, q *Queues) error
+}
+
+// Queues is what an active device works with.
+type Queues struct {
+	Mem      Memory
+	Q        []*Queue
+	Features uint64 // negotiated
+	notify   []chan struct{}
+	t        *MMIO
+}
+
+// Notify returns the channel that receives queue i's driver notifications.
+func (qs *Queues) Notify(i int) <-chan struct{} { return qs.notify[i] }
+
+// Signal tells the driver that used buffers are ready (unless it asked not
+// to be interrupted for queue i).
+func (qs *Queues) Signal(i int) {
+	if qs.Q[i].NoInterrupt() {
+		return
+	}
+	qs.t.interrupt(intUsedBuffer)
+}
+
+// ConfigChanged raises a configuration-change interrupt.
+func (qs *Queues) ConfigChanged() { qs.t.interrupt(intConfigChange) }
+
+// MMIO is the virtio-mmio transport for one device: a 4 KiB register window.
+type MMIO struct {
+	name string
+	dev  Device
+	mem  Memory
+	irq  Interrupt
+	logf func(format string, a ...any)
+
+	mu          sync.Mutex // register state; vCPU threads and the device's failure path
+	status      uint32
+	devFeatSel  uint32
+	drvFeatSel  uint32
+	drvFeatures uint64
+	queueSel    uint32
+	queues      []*Queue
+	notify      []chan struct{}
+	isr         atomic.Uint32
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewMMIO wraps dev in a virtio-mmio transport. logf receives one line per
+// driver error (the device is then marked DEVICE_NEEDS_RESET).
+func NewMMIO(name string, dev Device, mem Memory, irq Interrupt, logf func(string, ...any)) *MMIO {
+	t := &MMIO{name: name, dev: dev, mem: mem, irq: irq, logf: logf}
+	for range dev.QueueSizes() {
+		t.queues = append(t.queues, &Queue{})
+		t.notify = append(t.notify, make(chan struct{}, 1))
+	}
+	return t
+}
+
+// Name is the device's name in logs ("virtio-blk vda").
+func (t *MMIO) Name() string { return t.name }
+
+// NumQueues is how many queues the device has.
+func (t *MMIO) NumQueues() int { return len(t.queues) }
+
+// Notify delivers a driver notification for queue i (from an ioeventfd, or
+// from a QueueNotify write when there is none). It never blocks.
+func (t *MMIO) Notify(i int) {
+	if i < 0 || i >= len(t.notify) {
+		return
+	}
+	select {
+	case t.notify[i] <- struct{}{}:
+	default:
+	}
+}
+
+func (t *MMIO) offered() uint64 {
+	return t.dev.Features() | FeatureVersion1 | FeatureIndirectDesc
+}
+
+func (t *MMIO) interrupt(bit uint32) {
+	t.isr.Or(bit)
+	if err := t.irq.Trigger(); err != nil {
+		t.logf("%s: interrupt: %v", t.name, err)
+	}
+}
+
+// Read handles a register read from a vCPU.
+func (t *MMIO) Read(off uint64, data []byte) {
+	if off >= regConfig {
+		t.dev.ReadConfig(off-regConfig, data)
+		return
+	}
+	clear(data)
+	if len(data) != 4 {
+		return // registers are 32-bit (spec 4.2.2.2)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var v uint32
+	switch off {
+	case regMagic:
+		v = mmioMagic
+	case regVersion:
+		v = mmioVersion
+	case regDeviceID:
+		v = t.dev.Type()
+	case regVendorID:
+		v = vendorID
+	case regDeviceFeatures:
+		if t.devFeatSel < 2 {
+			v = uint32(t.offered() >> (32 * t.devFeatSel))
+		}
+	case regQueueNumMax:
+		if q := int(t.queueSel); q < len(t.queues) {
+			v = uint32(t.dev.QueueSizes()[q])
+		}
+	case regQueueReady:
+		if q := t.sel(); q != nil && q.Ready {
+			v = 1
+		}
+	case regInterruptStatus:
+		v = t.isr.Load()
+	case regStatus:
+		v = t.status
+	case regConfigGeneration:
+		v = 0 // configuration never changes under the driver
+	}
+	binary.LittleEndian.PutUint32(data, v)
+}
+
+func (t *MMIO) sel() *Queue {
+	if int(t.queueSel) < len(t.queues) {
+		return t.queues[t.queueSel]
+	}
+	return nil
+}
+
+// Write handles a register write from a vCPU.
+func (t *MMIO) Write(off uint64, data []byte) {
+	if off >= regConfig {
+		t.dev.WriteConfig(off-regConfig, data)
+		return
+	}
+	if len(data) != 4 {
+		return
+	}
+	v := binary.LittleEndian.Uint32(data)
+	if off == regQueueNotify {
+		t.Notify(int(v))
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	// Queue registers may only change before the device is live (spec
+	// 4.2.3.2); later writes are ignored.
+	live := t.status&StatusDriverOK != 0
+	q := t.sel()
+	setLow := func(p *uint64) { *p = *p&^0xffffffff | uint64(v) }
+	setHigh := func(p *uint64) { *p = *p&0xffffffff | uint64(v)<<32 }
+	switch off {
+	case regDeviceFeatSel:
+		t.devFeatSel = v
+	case regDriverFeatSel:
+		t.drvFeatSel = v
+	case regDriverFeatures:
+		if t.drvFeatSel < 2 && t.status&StatusFeaturesOK == 0 {
+			shift := 32 * t.drvFeatSel
+			t.drvFeatures = t.drvFeatures&^(0xffffffff<<shift) | uint64(v)<<shift
+		}
+	case regQueueSel:
+		t.queueSel = v
+	case regInterruptACK:
+		t.isr.And(^v)
+	case regStatus:
+		t.setStatus(v)
+	}
+	if q == nil || live {
+		return
+	}
+	switch off {
+	case regQueueNum:
+		q.Size = uint16(v)
+		if v > 0xffff {
+			q.Size = 0 // refused at activation
+		}
+	case regQueueReady:
+		q.Ready = v == 1
+	case regQueueDescLow:
+		setLow(&q.DescAddr)
+	case regQueueDescHigh:
+		setHigh(&q.DescAddr)
+	case regQueueDriverLow:
+		setLow(&q.AvailAddr)
+	case regQueueDriverHigh:
+		setHigh(&q.AvailAddr)
+	case regQueueDeviceLow:
+		setLow(&q.UsedAddr)
+	case regQueueDeviceHigh:
+		setHigh(&q.UsedAddr)
+	}
+}
+
+// setStatus follows the initialization sequence of spec 3.1.1. Called with
+// t.mu held.
+func (t *MMIO) setStatus(v uint32) {
+	if v == 0 {
+		t.resetLocked()
+		return
+	}
+	old := t.status
+	if v&StatusFeaturesOK != 0 && old&StatusFeaturesOK == 0 {
+		// Accept only a subset of what was offered, and only modern drivers.
+		if t.drvFeatures&^t.offered() != 0 || t.drvFeatures&FeatureVersion1 == 0 {
+			v &^= StatusFeaturesOK
+		}
+	}
+	t.status = v | old&StatusNeedsReset
+	if v&StatusDriverOK != 0 && old&StatusDriverOK == 0 {
+		if old&StatusFeaturesOK == 0 && v&StatusFeaturesOK == 0 {
+			t.failLocked("DRIVER_OK without FEATURES_OK")
+			return
+		}
+		t.activateLocked()
+	}
+}
+
+func (t *MMIO) activateLocked() {
+	qs := &Queues{Mem: t.mem, Q: t.queues, Features: t.drvFeatures, notify: t.notify, t: t}
+	for i, q := range t.queues {
+		if !q.Ready {
+			continue // a driver may leave queues it does not use unset
+		}
+		if err := q.activate(t.mem, t.drvFeatures&FeatureIndirectDesc != 0); err != nil {
+			t.failLocked(fmt.Sprintf("queue %d: %v", i, err))
+			return
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.cancel, t.done = cancel, make(chan struct{})
+	go func(done chan struct{}) {
+		defer close(done)
+		err := t.dev.Run(ctx, qs)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		var qe *QueueError
+		if !errors.As(err, &qe) {
+			err = fmt.Errorf("host: %w", err)
+		}
+		t.failLocked(err.Error())
+	}(t.done)
+}
+
+// failLocked puts the device into DEVICE_NEEDS_RESET (spec 2.1.2) and tells
+// the driver through a configuration-change interrupt. The VMM and other
+// devices carry on.
+func (t *MMIO) failLocked(reason string) {
+	t.logf("%s: device needs reset: %s", t.name, reason)
+	t.status |= StatusNeedsReset
+	t.interrupt(intConfigChange)
+}
+
+// resetLocked stops the device and returns every register to its initial
+// value (spec 2.4). Called with t.mu held. The lock is dropped while
+// waiting for Run to return, because a failing device takes it to record
+// the failure.
+func (t *MMIO) resetLocked() {
+	if t.cancel != nil {
+		t.cancel()
+		done := t.done
+		t.mu.Unlock()
+		<-done
+		t.mu.Lock()
+		t.cancel, t.done = nil, nil
+	}
+	t.status, t.devFeatSel, t.drvFeatSel, t.drvFeatures, t.queueSel = 0, 0, 0, 0, 0
+	for _, q := range t.queues {
+		q.reset()
+	}
+	t.isr.Store(0)
+	for _, c := range t.notify {
+		select {
+		case <-c:
+		default:
+		}
+	}
+}
+
+// Close stops the device.
+func (t *MMIO) Close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cancel != nil {
+		t.cancel()
+		done := t.done
+		t.mu.Unlock()
+		<-done
+		t.mu.Lock()
+		t.cancel, t.done = nil, nil
+	}
+}
