@@ -36,9 +36,9 @@ const AgentPortName = agentproto.ChannelName
 type virtioPlan struct {
 	console  *virtio.Console // hvc0
 	channels *virtio.Console // the agent channel port
-	disks   []virtio.DiskFile
-	taps    []*os.File
-	devs    []plannedDev
+	disks    []virtio.DiskFile
+	taps     []*os.File
+	devs     []plannedDev
 }
 
 type plannedDev struct {
