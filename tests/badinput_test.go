@@ -66,6 +66,16 @@ func TestBadInput(t *testing.T) {
 		{"unknown flag", []string{"--kernel", good, "--frobnicate"}, "frobnicate"},
 		{"timeout not a duration", []string{"--kernel", good, "--timeout", "soon"}, "--timeout"},
 		{"stray argument", []string{"--kernel", good, "extra"}, "extra"},
+		{"disk is a directory", []string{"--kernel", good, "--disk", dir}, "is a directory"},
+		{"disk missing", []string{"--kernel", good, "--disk", filepath.Join(dir, "nope.img")}, "--disk"},
+		{"disk too small", []string{"--kernel", good, "--disk", write("tiny.img", []byte("x"))}, "at least 512"},
+		{"disk unknown option", []string{"--kernel", good, "--disk", write("d.img", make([]byte, 4096)) + ",rw,fast"}, "unknown option"},
+		{"disk given twice", []string{"--kernel", good, "--disk", filepath.Join(dir, "d.img"), "--disk", filepath.Join(dir, "d.img")}, "in use"},
+		{"tap name too long", []string{"--kernel", good, "--net", "tap=" + strings.Repeat("t", 16)}, "--net"},
+		{"net without tap", []string{"--kernel", good, "--net", "mac=02:00:00:00:00:01"}, "tap=NAME"},
+		{"net bad mac", []string{"--kernel", good, "--net", "tap=t0,mac=zz"}, "mac=zz"},
+		{"net multicast mac", []string{"--kernel", good, "--net", "tap=t0,mac=01:00:5e:00:00:01"}, "unicast"},
+		{"console kind", []string{"--kernel", good, "--console", "vga"}, "--console"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -49,6 +49,8 @@ missing=()
 command -v gcc >/dev/null || missing+=(gcc)
 { command -v ld >/dev/null && command -v objcopy >/dev/null; } || missing+=(binutils)
 [[ $mode == direct ]] || command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+# The disk tests format ext4 images with mkfs.ext4.
+PATH=$PATH:/usr/sbin:/sbin command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
 [[ ${#missing[@]} == 0 ]] || apt_install "${missing[@]}"
 
 # --- artifacts ----------------------------------------------------------------
@@ -121,6 +123,16 @@ files=(
 	--file "$l1/initrd.cpio=$CACHE/initrd.cpio"
 	--file "$l1/tests.test=$WORK/tests.test"
 )
+# Host tools the tests use inside L1, with the shared libraries they need
+# (ldd), at the same paths.
+for bin in /usr/sbin/mkfs.ext4; do
+	real=$(readlink -f "$bin")
+	files+=(--file "$bin=$real")
+	for lib in $(ldd "$real" | grep -o '/[^ ]*'); do
+		files+=(--file "$lib=$(readlink -f "$lib")")
+	done
+done
+[[ ! -f /etc/mke2fs.conf ]] || files+=(--file /etc/mke2fs.conf=/etc/mke2fs.conf)
 dir=$l1
 if [[ -d tests/testdata ]]; then
 	# Run in a copy of the package directory, as go test would.

@@ -82,8 +82,8 @@ func DefaultMAC(tap string) net.HardwareAddr {
 	return mac
 }
 
-func planVirtio(cfg *Config) (p *virtioPlan, err error) {
-	p = &virtioPlan{}
+func planVirtio(cfg *Config) (_ *virtioPlan, err error) {
+	p := &virtioPlan{}
 	defer func() {
 		if err != nil {
 			p.close()
