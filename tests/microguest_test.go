@@ -51,7 +51,8 @@ func TestMicroGuestBootProtocol(t *testing.T) {
 	}
 	wantLines(t, r.stdout,
 		"microguest: hello",
-		"cmdline: "+cmdline,
+		// The VMM announces its virtio-mmio devices (here only virtio-rng).
+		"cmdline: "+cmdline+" virtio_mmio.device=4K@0xd0000000:5",
 		"e820: 3 entries",
 		"e820: 0x0000000000000000 0x000000000009fc00 1",
 		"e820: 0x000000000009fc00 0x0000000000060400 2",

@@ -136,13 +136,20 @@ func (d *Net) transmit(ctx context.Context, qs *Queues) error {
 			continue
 		}
 		sent := false
+		// Drain with notifications off; re-check after turning them back on.
+		q.SetNotify(false)
 		for {
 			c, ok, err := q.Pop(qs.Mem)
 			if err != nil {
 				return err
 			}
 			if !ok {
-				break
+				q.SetNotify(true)
+				if !q.Pending() {
+					break
+				}
+				q.SetNotify(false)
+				continue
 			}
 			n := gather(buf, c.R, 0)
 			if n > netHdrLen && c.ReadableLen() <= len(buf) {

@@ -45,6 +45,7 @@ type Queue struct {
 	desc, avail, used []byte
 	lastAvail         uint16
 	usedIdx           uint16
+	noNotify          uint32 // VIRTQ_USED_F_NO_NOTIFY as written to used->flags
 }
 
 // QueueError is a driver error in a virtqueue: the device must enter
@@ -207,6 +208,23 @@ func walkChain(mem Memory, table []byte, head, n uint16, indirectOK bool) (Chain
 	}
 }
 
+// SetNotify sets or clears VIRTQ_USED_F_NO_NOTIFY (spec 2.7.10): while a
+// device is draining a queue it asks the driver not to notify it. The flag
+// shares an aligned word with the used index, which only the device writes.
+func (q *Queue) SetNotify(on bool) {
+	var flags uint32
+	if !on {
+		flags = 1
+	}
+	q.noNotify = flags
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&q.used[0])), uint32(q.usedIdx)<<16|flags)
+}
+
+// Pending reports whether the driver has made chains available that were
+// not popped yet. After SetNotify(true) the device must check it once more:
+// the driver may have added a chain while notifications were off.
+func (q *Queue) Pending() bool { return q.availIdx() != q.lastAvail }
+
 // Push returns a chain to the driver with written bytes in its writable
 // buffers. The used element is written before the index is published with
 // an atomic store (release), as spec 2.7.8 requires.
@@ -216,8 +234,8 @@ func (q *Queue) Push(head uint16, written uint32) {
 	binary.LittleEndian.PutUint32(e[0:], uint32(head))
 	binary.LittleEndian.PutUint32(e[4:], written)
 	q.usedIdx++
-	// used is 4-aligned (checked in activate); flags stay 0.
-	atomic.StoreUint32((*uint32)(unsafe.Pointer(&q.used[0])), uint32(q.usedIdx)<<16)
+	// used is 4-aligned (checked in activate).
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&q.used[0])), uint32(q.usedIdx)<<16|q.noNotify)
 }
 
 // gather copies up to len(dst) bytes from bufs starting at byte offset off.
