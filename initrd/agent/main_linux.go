@@ -104,6 +104,7 @@ func (a *agent) run() {
 	}
 
 	setupEnv()
+	quietKernelConsole()
 	rawConsoleOutput()
 	drainConsole()
 	a.milestone(agentproto.MilestoneReady)
@@ -147,6 +148,15 @@ func (a *agent) milestone(code uint8) {
 		}
 	}
 	_ = milestone(code)
+}
+
+// quietKernelConsole keeps kernel messages below KERN_ALERT off the console
+// while the command runs, so a late warning (an RCU stall on a slow host,
+// say) does not land in the middle of the command's output. Panics still
+// print. syslog(SYSLOG_ACTION_CONSOLE_LEVEL, NULL, 1) is `dmesg -n 1`.
+func quietKernelConsole() {
+	const syslogActionConsoleLevel = 8
+	_, _, _ = unix.Syscall(unix.SYS_SYSLOG, syslogActionConsoleLevel, 0, 1)
 }
 
 // rawConsoleOutput turns off output post-processing (ONLCR) on the
