@@ -185,9 +185,11 @@ func New(cfg Config) (m *Machine, err error) {
 		guestExit: make(chan vcpuExit, 1),
 	}
 	m.guestStatus.Store(-1)
+	// Not m: every error return below sets m to nil.
+	built := m
 	defer func() {
 		if err != nil {
-			m.Close()
+			built.Close()
 		}
 	}()
 	if m.kvm, err = OpenKVM(); err != nil {
