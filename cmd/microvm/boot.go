@@ -5,10 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
+	"github.com/microvm-dev/microvm"
 	"github.com/microvm-dev/microvm/vmm"
 	"github.com/spf13/pflag"
 )
@@ -32,29 +31,30 @@ func (f *vmFlags) register(fs *pflag.FlagSet, defaultCmdline string) {
 	fs.BoolVar(&f.json, "json", false, "print the timeline and exit reason as one JSON object on stderr at exit")
 }
 
-// config turns the flags into a vmm.Config; errors name the flag.
-func (f *vmFlags) config(start time.Time) (vmm.Config, error) {
+// config turns the flags into a microvm.Config; errors name the flag.
+func (f *vmFlags) config(start time.Time) (microvm.Config, error) {
 	mem, err := vmm.ParseSize(f.memory)
 	if err != nil {
-		return vmm.Config{}, &vmm.InputError{What: "--memory", Msg: err.Error()}
+		return microvm.Config{}, &vmm.InputError{What: "--memory", Msg: err.Error()}
 	}
 	if f.timeout < 0 {
-		return vmm.Config{}, &vmm.InputError{What: "--timeout", Msg: "must not be negative"}
+		return microvm.Config{}, &vmm.InputError{What: "--timeout", Msg: "must not be negative"}
 	}
-	return vmm.Config{
+	return microvm.Config{
 		Kernel:  f.kernel,
 		Initrd:  f.initrd,
 		Cmdline: f.cmdline,
 		CPUs:    f.cpus,
 		Memory:  mem,
-		Console: os.Stdout,
-		Start:   start,
+		Stdout:  os.Stdout,
+		Timeout: f.timeout,
+		Started: start,
 	}, nil
 }
 
-const defaultBootCmdline = "console=ttyS0 reboot=k panic=-1"
+const defaultBootCmdline = microvm.DefaultCmdline
 
-func runBoot(start time.Time, args []string) int {
+func runBoot(e *env, args []string) int {
 	var f vmFlags
 	fs := newFlags("boot")
 	f.register(fs, defaultBootCmdline)
@@ -67,75 +67,57 @@ func runBoot(start time.Time, args []string) int {
 	if f.kernel == "" {
 		return fail(vmm.CodeUsage, "--kernel: required (see 'microvm boot --help')")
 	}
-	cfg, err := f.config(start)
+	cfg, err := f.config(e.start)
 	if err != nil {
 		return failErr(err)
 	}
-	_, code := execute(cfg, &f, true)
+	_, code := execute(e, cfg, &f, true)
 	return code
 }
 
-// execute runs one guest and reports how it ended. interactive attaches
-// stdin to the guest's serial port. It returns the result (nil if the VM
-// never started) and the exit code.
-func execute(cfg vmm.Config, f *vmFlags, interactive bool) (*vmm.Result, int) {
-	m, err := vmm.New(cfg)
+// execute runs one guest through the microvm API and reports how it ended.
+// interactive attaches stdin (raw mode on a terminal) to the guest's serial
+// port. It returns the result (nil if the VM never started) and the exit
+// code; a signal's 128+N is applied by main.
+func execute(e *env, cfg microvm.Config, f *vmFlags, interactive bool) (*microvm.Result, int) {
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	var in *escReader
+	if interactive {
+		in = newConsoleInput(cancel)
+		cfg.Stdin = in
+	}
+	vm, err := microvm.Start(ctx, cfg)
 	if err != nil {
+		if e.ctx.Err() != nil {
+			return nil, vmm.CodeInternal // stopped by a signal: main says so
+		}
 		return nil, failErr(err)
 	}
-	defer m.Close()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if f.timeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-	}
-	// Signals stop the guest; the terminal is restored before we exit.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	var gotSig os.Signal
-	sigDone := make(chan struct{})
-	go func() {
-		defer close(sigDone)
-		select {
-		case s := <-sigs:
-			gotSig = s
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-
-	con := &console{}
 	if interactive {
-		con = attachConsole(ctx, m, cancel)
+		e.tty.makeRaw(int(os.Stdin.Fd()))
 	}
-	res := m.Run(ctx)
-	con.restore()
-	cancel()
-	<-sigDone
+	res, err := vm.Wait()
+	e.tty.Restore()
 
-	code := res.ExitCode()
+	code := res.ExitCode
 	switch {
-	case gotSig != nil:
-		code = 128 + int(gotSig.(syscall.Signal))
-		fmt.Fprintf(os.Stderr, "microvm: stopped by %v\n", gotSig)
-	case con.quit.Load():
+	case e.signal() != nil:
+	case in != nil && in.quit.Load():
 		code = 0
 		fmt.Fprintln(os.Stderr, "microvm: console quit (Ctrl-a x)")
 	case res.Reason == vmm.ExitTimeout:
 		fmt.Fprintf(os.Stderr, "microvm: --timeout %v expired; guest stopped (%s)\n", f.timeout, res.Detail)
 	case res.Reason == vmm.ExitCrash:
 		fmt.Fprintf(os.Stderr, "microvm: guest crashed: %s\n", res.Detail)
-	case res.Reason == vmm.ExitError:
-		fmt.Fprintf(os.Stderr, "microvm: %v\n", res.Err)
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "microvm: %v\n", err)
 	}
 	reportTimeline(f, res, code)
 	return &res, code
 }
 
-func reportTimeline(f *vmFlags, res vmm.Result, code int) {
+func reportTimeline(f *vmFlags, res microvm.Result, code int) {
 	if f.timings {
 		fmt.Fprintln(os.Stderr, "boot timeline:")
 		prev := time.Duration(0)
