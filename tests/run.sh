@@ -12,6 +12,8 @@
 #   TESTS_RUN=REGEX         passed as -run / -test.run
 #   TESTS_TIMEOUT_MIN=N     limit for the whole test run in minutes (default 40)
 #   L1_MEMORY_MIB, L1_CPUS  size of the L1 (default 4096 MiB, 1 CPU)
+#   L1_APPEND               extra L1 kernel command line
+#   L1_MONITOR=PATH         QEMU monitor socket, to inspect a stuck L1
 #   MICROVM_BIN             prebuilt microvm binary (default: built here)
 #   KEEP_WORK=1             keep the scratch directory
 set -euo pipefail
@@ -147,6 +149,8 @@ for g in "${groups[@]}"; do
 		--l1init "$WORK/l1init" \
 		--memory "${L1_MEMORY_MIB:-4096}" \
 		--cpus "${L1_CPUS:-1}" \
+		${L1_APPEND:+--append "$L1_APPEND"} \
+		${L1_MONITOR:+--monitor "$L1_MONITOR"} \
 		--timeout "${GROUP_TIMEOUT_MIN:-8}m" \
 		--dir "$dir" \
 		"${files[@]}" \
@@ -159,6 +163,7 @@ for g in "${groups[@]}"; do
 		--env "MICROVM_HOST_RELEASE=$(uname -r)" \
 		--env "MICROVM_TMP=/tmp" \
 		--env "MICROVM_NESTED=1" \
+		--env "MICROVM_DENSITY_N=${MICROVM_DENSITY_N:-}" \
 		--init "$l1/tests.test" \
 		--arg -test.v --arg -test.count=1 --arg "-test.timeout=$((${GROUP_TIMEOUT_MIN:-8} - 2))m" \
 		--arg "-test.run=$g" 2>&1 | tee -a "$WORK/test.log" || rc=1
