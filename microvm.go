@@ -65,6 +65,13 @@ const (
 	PhaseExit        = vmm.PhaseExit
 )
 
+// Milestone codes the guest writes to the boot/debug port (Config.OnMilestone).
+const (
+	MilestoneInit        = vmm.MilestoneInit
+	MilestoneAgentReady  = vmm.MilestoneAgentReady
+	MilestoneCommandDone = vmm.MilestoneCommandDone
+)
+
 // Kernel command lines. DefaultCmdline is used for a plain boot when
 // Config.Cmdline is empty; AgentCmdline starts the command line of a guest
 // driven by the guest agent (Config.Command): quiet, reset through the

@@ -40,6 +40,13 @@ func (f *vmFlags) config(start time.Time) (microvm.Config, error) {
 	if f.timeout < 0 {
 		return microvm.Config{}, &vmm.InputError{What: "--timeout", Msg: "must not be negative"}
 	}
+	// The API reads zero as "default"; on the command line it is an error.
+	if f.cpus < 1 {
+		return microvm.Config{}, &vmm.InputError{What: "--cpus", Msg: fmt.Sprintf("%d is out of range: need 1 to 254", f.cpus)}
+	}
+	if mem == 0 {
+		return microvm.Config{}, &vmm.InputError{What: "--memory", Msg: fmt.Sprintf("0 is below the minimum of %d MiB", vmm.MinMemory/vmm.MiB)}
+	}
 	return microvm.Config{
 		Kernel:  f.kernel,
 		Initrd:  f.initrd,
