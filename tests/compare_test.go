@@ -30,8 +30,9 @@ func TestLinuxCompareJSON(t *testing.T) {
 			MemAvailable    uint64  `json:"host_mem_available_bytes"`
 			GuestsFit       uint64  `json:"guests_fit"`
 			GuestRelease    string  `json:"guest_release"`
+			ImageRelease    string  `json:"kernel_image_release"`
 			HostRelease     string  `json:"host_release"`
-			DifferentKernel bool    `json:"different_kernel"`
+			RunsGivenKernel bool    `json:"runs_given_kernel"`
 		} `json:"vm"`
 		Container *json.RawMessage `json:"container"`
 		Note      string           `json:"container_note"`
@@ -56,8 +57,8 @@ func TestLinuxCompareJSON(t *testing.T) {
 	if v.GuestMemory != 128<<20 || v.GuestsFit < 1 || v.GuestsFit != v.MemAvailable/(v.GuestMemory+v.Overhead) {
 		t.Errorf("fit: %d guests of %d in %d available", v.GuestsFit, v.GuestMemory, v.MemAvailable)
 	}
-	if want := os.Getenv("MICROVM_KERNEL_RELEASE"); v.GuestRelease != want || !v.DifferentKernel || v.HostRelease == "" {
-		t.Errorf("guest release %q (want %q), host %q, different %v", v.GuestRelease, want, v.HostRelease, v.DifferentKernel)
+	if want := os.Getenv("MICROVM_KERNEL_RELEASE"); v.GuestRelease != want || v.ImageRelease != want || !v.RunsGivenKernel || v.HostRelease == "" {
+		t.Errorf("guest release %q, image %q (want %q), host %q, runs the given kernel %v", v.GuestRelease, v.ImageRelease, want, v.HostRelease, v.RunsGivenKernel)
 	}
 	if os.Getenv("MICROVM_NESTED") == "1" {
 		if out.Container != nil && string(*out.Container) != "null" || !strings.HasPrefix(out.Note, "no container engine here") {
@@ -76,6 +77,9 @@ func TestLinuxCompareTable(t *testing.T) {
 		if !strings.Contains(r.stdout, row) {
 			t.Errorf("table lacks row %q", row)
 		}
+	}
+	if !strings.Contains(r.stdout, "yes: it ran the --kernel image's "+os.Getenv("MICROVM_KERNEL_RELEASE")) {
+		t.Error("table does not show the guest running the given kernel")
 	}
 	if os.Getenv("MICROVM_NESTED") == "1" && !strings.Contains(r.stdout, "container: no container engine here") {
 		t.Error("table does not say there is no container engine")

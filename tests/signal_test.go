@@ -37,7 +37,9 @@ type ptyProc struct {
 // openPty opens a new pty pair through /dev/ptmx.
 func openPty(t *testing.T) (master, slave *os.File) {
 	t.Helper()
-	mfd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	// O_NONBLOCK puts the master in Go's poller, so that Close really
+	// closes it (hanging up the slave) while the reader goroutine is in Read.
+	mfd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		t.Fatalf("open /dev/ptmx: %v (the nested harness mounts devpts; is /dev/pts mounted?)", err)
 	}
