@@ -76,7 +76,7 @@ func TestLinuxDensity(t *testing.T) {
 	var sum int64
 	var slowest time.Duration
 	for i, o := range res {
-		if o.err != nil || o.code != 0 || !strings.Contains(o.out, fmt.Sprintf("guest-%d\n", i)) {
+		if o.err != nil || o.code != 0 || !hasLine(o.out, fmt.Sprintf("guest-%d", i)) {
 			t.Errorf("guest %d: exit %d, err %v, output:\n%s", i, o.code, o.err, o.out)
 		}
 		rss = append(rss, o.maxRSS)
@@ -87,4 +87,15 @@ func TestLinuxDensity(t *testing.T) {
 	t.Logf("density: %d concurrent 64 MiB Linux guests, all done in %v (slowest %v)", n, wall.Round(time.Millisecond), slowest.Round(time.Millisecond))
 	t.Logf("density: host peak RSS per VM: mean %.1f MiB, min %.1f MiB, median %.1f MiB, max %.1f MiB; total %.0f MiB",
 		float64(sum)/float64(n)/1024, float64(rss[0])/1024, float64(rss[n/2])/1024, float64(rss[n-1])/1024, float64(sum)/1024)
+}
+
+// hasLine reports whether out has the line want (the guest's tty ends lines
+// in \r\n).
+func hasLine(out, want string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.TrimRight(l, "\r") == want {
+			return true
+		}
+	}
+	return false
 }

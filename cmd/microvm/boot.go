@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/microvm-dev/microvm"
@@ -110,6 +111,7 @@ func execute(e *env, cfg microvm.Config, f *vmFlags, interactive bool) (*microvm
 	code := res.ExitCode
 	switch {
 	case e.signal() != nil:
+		code = 128 + int(e.signal().(syscall.Signal))
 	case in != nil && in.quit.Load():
 		code = 0
 		fmt.Fprintln(os.Stderr, "microvm: console quit (Ctrl-a x)")
