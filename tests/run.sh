@@ -81,7 +81,11 @@ fi
 summarize() {
 	tr -d '\r' <"$1" | awk '
 		/^--- PASS/ { p++ } /^--- FAIL/ { f++ } /^--- SKIP/ { s++ }
-		END { printf "vm-tests: %d passed, %d failed, %d skipped\n", p, f, s }'
+		/^l1run: / && !/payload exited/ { lost++ }
+		END {
+			printf "vm-tests: %d passed, %d failed, %d skipped\n", p, f, s
+			if (lost) printf "vm-tests: %d L1 run(s) ended without a test result (see l1run lines above)\n", lost
+		}'
 }
 
 run_args=()
