@@ -226,6 +226,7 @@ var stopSignals = []struct {
 func TestSignalBeforeKVM(t *testing.T) {
 	for _, s := range stopSignals {
 		t.Run(s.sig.String(), func(t *testing.T) {
+			t.Parallel() // each waits out the 5 s grace period
 			fifo := filepath.Join(t.TempDir(), "kernel.fifo")
 			if err := unix.Mkfifo(fifo, 0o600); err != nil {
 				t.Fatal(err)
