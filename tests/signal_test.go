@@ -322,3 +322,26 @@ func TestLinuxSignalBoot(t *testing.T) {
 	}
 	p.checkClean(t)
 }
+
+// TestConsoleEscape: in raw mode Ctrl-C is input for the guest, not a
+// signal for microvm; Ctrl-a x quits with exit 0 and restores the terminal.
+func TestConsoleEscape(t *testing.T) {
+	needKVM(t)
+	spin := filepath.Join(guestsDir(t), "spin.elf")
+	p := startOnPty(t, "boot", "--kernel", spin, "--timeout", "5m")
+	waitFor(t, p, 3*time.Minute, "the guest's banner", func() bool { return strings.Contains(p.output(), "microguest: spin") })
+	waitFor(t, p, 30*time.Second, "raw mode", func() bool { return p.isRaw(t) })
+	p.master.Write([]byte{0x03})
+	time.Sleep(time.Second)
+	if p.exited() {
+		t.Fatalf("Ctrl-C on the raw console stopped microvm; output:\n%s", p.output())
+	}
+	p.master.Write([]byte{0x01, 'x'})
+	if code := p.wait(t, time.Minute); code != 0 {
+		t.Fatalf("exit code %d after Ctrl-a x, want 0; output:\n%s", code, p.output())
+	}
+	p.checkClean(t)
+	if !strings.Contains(p.output(), "console quit") {
+		t.Errorf("no 'console quit' message:\n%s", p.output())
+	}
+}

@@ -100,7 +100,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "\nRun 'microvm COMMAND --help' for a command's flags.")
 	fmt.Fprintln(w, "Exit codes: 0 guest reset/powered off, 1 internal or KVM error, 2 usage or bad input,")
 	fmt.Fprintln(w, "3 guest crashed, 124 --timeout expired, 128+N stopped by signal N (129 SIGHUP, 130 SIGINT, 143 SIGTERM);")
-	fmt.Fprintln(w, "`run` exits with the guest command's status.")
+	fmt.Fprintln(w, "`run` exits with the guest command's status; `check` exits 0 when a guest can boot, 1 when not.")
 }
 
 func main() {
