@@ -52,8 +52,8 @@ test: vet test-unit test-vm
 # the nested harness they share one L1 (given 8 GiB here).
 DENSITY_N ?= 50
 bench-density: build
-	MICROVM_DENSITY_N=$(DENSITY_N) L1_MEMORY_MIB=$${L1_MEMORY_MIB:-8192} GROUP_TIMEOUT_MIN=$${GROUP_TIMEOUT_MIN:-30} \
-		TESTS_TIMEOUT_MIN=40 TESTS_RUN='^TestLinuxDensity$$' ./tests/run.sh
+	MICROVM_DENSITY_N=$(DENSITY_N) L1_MEMORY_MIB=$${L1_MEMORY_MIB:-8192} GROUP_TIMEOUT_MIN=$${GROUP_TIMEOUT_MIN:-40} \
+		TESTS_TIMEOUT_MIN=45 TESTS_RUN='^TestLinuxDensity$$' ./tests/run.sh
 
 clean:
 	rm -rf bin
