@@ -10,7 +10,7 @@ import (
 	"github.com/microvm-dev/microvm/internal/testimg"
 )
 
-// TestBadInput: every case exits 2 with exactly one line on stderr that names
+// TestBadInput: every case (45) exits 2 with exactly one line on stderr that names
 // the flag or file, and never a panic. Input is checked before /dev/kvm is
 // opened, so these run on any host.
 func TestBadInput(t *testing.T) {
@@ -27,6 +27,11 @@ func TestBadInput(t *testing.T) {
 	elf := write("guest.elf", testimg.ELF(0x200000, testimg.Seg{Paddr: 0x200000, Memsz: 0x1000, Data: []byte{0xf4}}))
 	flipped := append([]byte(nil), bz...)
 	flipped[0x202] ^= 0x10 // bit flip in "HdrS"
+	mutate := func(name string, off int, v ...byte) string {
+		b := append([]byte(nil), bz...)
+		copy(b[off:], v)
+		return write(name, b)
+	}
 	elf32 := append([]byte("\x7fELF\x01\x01\x01"), make([]byte, 100)...)
 	bigInitrd := filepath.Join(dir, "big.cpio")
 	if f, err := os.Create(bigInitrd); err == nil {
@@ -37,49 +42,72 @@ func TestBadInput(t *testing.T) {
 		name string
 		args []string
 		want string // must appear in the one stderr line
+		cmd  string // default "boot"
 	}{
-		{"missing kernel", []string{"--kernel", filepath.Join(dir, "nope")}, "no such file"},
-		{"kernel is a directory", []string{"--kernel", dir}, "is a directory"},
-		{"unreadable kernel", []string{"--kernel", "/proc/1/mem"}, "/proc/1/mem"},
-		{"empty kernel", []string{"--kernel", write("empty", nil)}, "empty"},
-		{"truncated bzImage", []string{"--kernel", write("trunc.bz", bz[:len(bz)/2])}, "truncated"},
-		{"truncated header", []string{"--kernel", write("trunc2.bz", bz[:0x210])}, "truncated"},
-		{"zeroed", []string{"--kernel", write("zero.bz", make([]byte, 8192))}, "not a bootable kernel"},
-		{"bit-flipped", []string{"--kernel", write("flip.bz", flipped)}, "not a bootable kernel"},
-		{"text file", []string{"--kernel", write("readme", []byte("just text\n"))}, "not a bootable kernel"},
-		{"elf32", []string{"--kernel", write("e32", elf32)}, "32-bit ELF"},
+		{"missing kernel", []string{"--kernel", filepath.Join(dir, "nope")}, "no such file", ""},
+		{"kernel is a directory", []string{"--kernel", dir}, "is a directory", ""},
+		{"unreadable kernel", []string{"--kernel", "/proc/1/mem"}, "/proc/1/mem", ""},
+		{"empty kernel", []string{"--kernel", write("empty", nil)}, "empty", ""},
+		{"truncated bzImage", []string{"--kernel", write("trunc.bz", bz[:len(bz)/2])}, "truncated", ""},
+		{"truncated header", []string{"--kernel", write("trunc2.bz", bz[:0x210])}, "truncated", ""},
+		{"zeroed", []string{"--kernel", write("zero.bz", make([]byte, 8192))}, "not a bootable kernel", ""},
+		{"bit-flipped", []string{"--kernel", write("flip.bz", flipped)}, "not a bootable kernel", ""},
+		{"text file", []string{"--kernel", write("readme", []byte("just text\n"))}, "not a bootable kernel", ""},
+		{"elf32", []string{"--kernel", write("e32", elf32)}, "32-bit ELF", ""},
 		{"elf overlap", []string{"--kernel", write("ov.elf", testimg.ELF(0x200000,
-			testimg.Seg{Paddr: 0x200000, Memsz: 0x2000, Data: []byte{1}}, testimg.Seg{Paddr: 0x201000, Memsz: 0x1000, Data: []byte{2}}))}, "overlap"},
-		{"elf huge segment", []string{"--kernel", write("huge.elf", testimg.ELF(0x200000, testimg.Seg{Paddr: 0x200000, Memsz: 1 << 50, Data: []byte{1}}))}, "out of range"},
-		{"initrd missing", []string{"--kernel", elf, "--initrd", filepath.Join(dir, "nope.cpio")}, "--initrd"},
-		{"initrd directory", []string{"--kernel", elf, "--initrd", dir}, "--initrd"},
-		{"initrd larger than RAM", []string{"--kernel", elf, "--initrd", bigInitrd, "--memory", "256M"}, "does not fit"},
-		{"memory not a size", []string{"--kernel", good, "--memory", "lots"}, "--memory"},
-		{"memory below minimum", []string{"--kernel", good, "--memory", "1M"}, "--memory"},
-		{"memory absurd", []string{"--kernel", good, "--memory", "100000T"}, "--memory"},
-		{"memory negative", []string{"--kernel", good, "--memory", "-1G"}, "--memory"},
-		{"cpus zero", []string{"--kernel", good, "--cpus", "0"}, "--cpus"},
-		{"cpus absurd", []string{"--kernel", good, "--cpus", "100000"}, "--cpus"},
-		{"cpus not a number", []string{"--kernel", good, "--cpus", "two"}, "--cpus"},
-		{"cmdline too long", []string{"--kernel", good, "--cmdline", strings.Repeat("x", 5000)}, "--cmdline"},
-		{"no kernel", []string{}, "--kernel"},
-		{"unknown flag", []string{"--kernel", good, "--frobnicate"}, "frobnicate"},
-		{"timeout not a duration", []string{"--kernel", good, "--timeout", "soon"}, "--timeout"},
-		{"stray argument", []string{"--kernel", good, "extra"}, "extra"},
-		{"disk is a directory", []string{"--kernel", good, "--disk", dir}, "is a directory"},
-		{"disk missing", []string{"--kernel", good, "--disk", filepath.Join(dir, "nope.img")}, "--disk"},
-		{"disk too small", []string{"--kernel", good, "--disk", write("tiny.img", []byte("x"))}, "at least 512"},
-		{"disk unknown option", []string{"--kernel", good, "--disk", write("d.img", make([]byte, 4096)) + ",rw,fast"}, "unknown option"},
-		{"disk given twice", []string{"--kernel", good, "--disk", filepath.Join(dir, "d.img"), "--disk", filepath.Join(dir, "d.img")}, "in use"},
-		{"tap name too long", []string{"--kernel", good, "--net", "tap=" + strings.Repeat("t", 16)}, "--net"},
-		{"net without tap", []string{"--kernel", good, "--net", "mac=02:00:00:00:00:01"}, "tap=NAME"},
-		{"net bad mac", []string{"--kernel", good, "--net", "tap=t0,mac=zz"}, "mac=zz"},
-		{"net multicast mac", []string{"--kernel", good, "--net", "tap=t0,mac=01:00:5e:00:00:01"}, "unicast"},
-		{"console kind", []string{"--kernel", good, "--console", "vga"}, "--console"},
+			testimg.Seg{Paddr: 0x200000, Memsz: 0x2000, Data: []byte{1}}, testimg.Seg{Paddr: 0x201000, Memsz: 0x1000, Data: []byte{2}}))}, "overlap", ""},
+		{"elf huge segment", []string{"--kernel", write("huge.elf", testimg.ELF(0x200000, testimg.Seg{Paddr: 0x200000, Memsz: 1 << 50, Data: []byte{1}}))}, "out of range", ""},
+		{"initrd missing", []string{"--kernel", elf, "--initrd", filepath.Join(dir, "nope.cpio")}, "--initrd", ""},
+		{"initrd directory", []string{"--kernel", elf, "--initrd", dir}, "--initrd", ""},
+		{"initrd larger than RAM", []string{"--kernel", elf, "--initrd", bigInitrd, "--memory", "256M"}, "does not fit", ""},
+		{"memory not a size", []string{"--kernel", good, "--memory", "lots"}, "--memory", ""},
+		{"memory below minimum", []string{"--kernel", good, "--memory", "1M"}, "--memory", ""},
+		{"memory absurd", []string{"--kernel", good, "--memory", "100000T"}, "--memory", ""},
+		{"memory negative", []string{"--kernel", good, "--memory", "-1G"}, "--memory", ""},
+		{"cpus zero", []string{"--kernel", good, "--cpus", "0"}, "--cpus", ""},
+		{"cpus absurd", []string{"--kernel", good, "--cpus", "100000"}, "--cpus", ""},
+		{"cpus not a number", []string{"--kernel", good, "--cpus", "two"}, "--cpus", ""},
+		{"cmdline too long", []string{"--kernel", good, "--cmdline", strings.Repeat("x", 5000)}, "--cmdline", ""},
+		{"no kernel", []string{}, "--kernel", ""},
+		{"unknown flag", []string{"--kernel", good, "--frobnicate"}, "frobnicate", ""},
+		{"timeout not a duration", []string{"--kernel", good, "--timeout", "soon"}, "--timeout", ""},
+		{"stray argument", []string{"--kernel", good, "extra"}, "extra", ""},
+		{"disk is a directory", []string{"--kernel", good, "--disk", dir}, "is a directory", ""},
+		{"disk missing", []string{"--kernel", good, "--disk", filepath.Join(dir, "nope.img")}, "--disk", ""},
+		{"disk too small", []string{"--kernel", good, "--disk", write("tiny.img", []byte("x"))}, "at least 512", ""},
+		{"disk unknown option", []string{"--kernel", good, "--disk", write("d.img", make([]byte, 4096)) + ",rw,fast"}, "unknown option", ""},
+		{"disk given twice", []string{"--kernel", good, "--disk", filepath.Join(dir, "d.img"), "--disk", filepath.Join(dir, "d.img")}, "in use", ""},
+		{"tap name too long", []string{"--kernel", good, "--net", "tap=" + strings.Repeat("t", 16)}, "--net", ""},
+		{"net without tap", []string{"--kernel", good, "--net", "mac=02:00:00:00:00:01"}, "tap=NAME", ""},
+		{"net bad mac", []string{"--kernel", good, "--net", "tap=t0,mac=zz"}, "mac=zz", ""},
+		{"net multicast mac", []string{"--kernel", good, "--net", "tap=t0,mac=01:00:5e:00:00:01"}, "unicast", ""},
+		{"console kind", []string{"--kernel", good, "--console", "vga"}, "--console", ""},
+		{"bzImage bad boot flag", []string{"--kernel", mutate("flag.bz", 0x1fe, 0, 0)}, "boot_flag", ""},
+		{"bzImage protocol too old", []string{"--kernel", mutate("old.bz", 0x206, 0x00, 0x02)}, "too old", ""},
+		{"bzImage without 64-bit entry", []string{"--kernel", mutate("no64.bz", 0x236, 0)}, "64-bit entry", ""},
+		{"bzImage setup header length", []string{"--kernel", mutate("hdrlen.bz", 0x201, 0x10)}, "setup header length", ""},
+		{"elf no segments", []string{"--kernel", write("noseg.elf", testimg.ELF(0x200000))}, "no loadable segments", ""},
+		{"elf segment below 1 MiB", []string{"--kernel", write("low.elf", testimg.ELF(0x1000, testimg.Seg{Paddr: 0x1000, Memsz: 0x1000, Data: []byte{1}}))}, "below 1 MiB", ""},
+		{"elf entry outside segments", []string{"--kernel", write("entry.elf", testimg.ELF(0x900000, testimg.Seg{Paddr: 0x200000, Memsz: 0x1000, Data: []byte{1}}))}, "entry point", ""},
+		{"kernel too big for memory", []string{"--kernel", write("bigmem.elf", testimg.ELF(0x200000, testimg.Seg{Paddr: 0x200000, Memsz: 200 << 20, Data: []byte{1}})), "--memory", "64M"}, "--memory", ""},
+		{"cpus negative", []string{"--kernel", good, "--cpus", "-1"}, "--cpus", ""},
+		{"memory zero", []string{"--kernel", good, "--memory", "0"}, "--memory", ""},
+		{"timeout negative", []string{"--kernel", good, "--timeout", "-5s"}, "--timeout", ""},
+		{"run without a command", []string{"--kernel", good, "--initrd", bigInitrd}, "no command", "run"},
+		{"run cmdline too long", []string{"--kernel", good, "--initrd", elf, "--cmdline", strings.Repeat("y", 5000), "--", "true"}, "--cmdline", "run"},
+		{"run absurd memory", []string{"--kernel", good, "--initrd", elf, "--memory", "99999999G", "--", "true"}, "--memory", "run"},
+		{"check stray argument", []string{"now"}, "now", "check"},
+		{"check unknown flag", []string{"--fix"}, "fix", "check"},
+		{"compare stray argument", []string{"--kernel", good, "--initrd", elf, "docker"}, "docker", "compare"},
+		{"unknown command", []string{}, "unknown command", "frobnicate"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r := runMicrovm(t, time.Minute, append([]string{"boot"}, c.args...)...)
+			cmd := c.cmd
+			if cmd == "" {
+				cmd = "boot"
+			}
+			r := runMicrovm(t, time.Minute, append([]string{cmd}, c.args...)...)
 			if r.code != 2 {
 				t.Errorf("exit code %d, want 2; stderr %q", r.code, r.stderr)
 			}

@@ -151,6 +151,20 @@ func (k *KVM) MaxVCPUs() int {
 	return 4
 }
 
+// RecommendedVCPUs is KVM_CAP_NR_VCPUS: the vCPU count the host KVM
+// recommends (usually the host's CPU count).
+func (k *KVM) RecommendedVCPUs() int { return k.CheckExtension(capNrVCPUs) }
+
+// ProbeVM creates and destroys an empty VM: the cheapest proof that this
+// /dev/kvm can run a guest at all.
+func (k *KVM) ProbeVM() error {
+	fd, err := ioctl(k.fd(), kvmCreateVM, 0)
+	if err != nil {
+		return fmt.Errorf("KVM_CREATE_VM: %w", err)
+	}
+	return unix.Close(int(fd))
+}
+
 func (k *KVM) vcpuMmapSize() (int, error) {
 	r, err := ioctl(k.fd(), kvmGetVCPUMmapSize, 0)
 	return int(r), err

@@ -235,9 +235,11 @@ func New(cfg Config) (m *Machine, err error) {
 	}
 	m = mc
 	m.guestStatus.Store(-1)
+	// Not m: every error return below sets m to nil.
+	built := mc
 	defer func() {
 		if err != nil {
-			mc.Close()
+			built.Close()
 			m = nil
 		}
 	}()

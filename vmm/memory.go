@@ -154,3 +154,24 @@ func E820(regions []Region) []E820Entry {
 	}
 	return e
 }
+
+// Resident returns how many bytes of guest RAM the host has backed with
+// pages (mincore(2)): with MAP_NORESERVE that is what the guest touched.
+func (m *Memory) Resident() uint64 {
+	if m == nil || m.mapping == nil {
+		return 0
+	}
+	page := uint64(unix.Getpagesize())
+	vec := make([]byte, (uint64(len(m.mapping))+page-1)/page)
+	// x/sys/unix has no Mincore wrapper on Linux.
+	_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m.mapping[0])),
+		uintptr(len(m.mapping)), uintptr(unsafe.Pointer(&vec[0])))
+	if errno != 0 {
+		return 0
+	}
+	n := uint64(0)
+	for _, v := range vec {
+		n += uint64(v & 1)
+	}
+	return n * page
+}

@@ -198,3 +198,22 @@ func TestSegmentFromGDT(t *testing.T) {
 		t.Errorf("DS = %+v", ds)
 	}
 }
+
+func TestResident(t *testing.T) {
+	m, err := NewMemory(64 * MiB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	before := m.Resident()
+	b, err := m.Slice(8*MiB, 4*MiB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	if got := m.Resident() - before; got < 4*MiB || got > 5*MiB {
+		t.Fatalf("touching 4 MiB made %d bytes resident", got)
+	}
+}

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/microvm-dev/microvm"
 	"github.com/microvm-dev/microvm/vmm"
 	"github.com/spf13/pflag"
 )
@@ -39,47 +39,47 @@ func (f *vmFlags) register(fs *pflag.FlagSet, defaultCmdline string) {
 	fs.StringVar(&f.consoleKind, "console", "serial", "guest console: serial (ttyS0) or virtio (hvc0, plus the agent channel)")
 }
 
-// consoleParam is the console= kernel parameter for --console.
-func (f *vmFlags) consoleParam() string {
-	if f.consoleKind == "virtio" {
-		return "console=hvc0"
-	}
-	return "console=ttyS0"
-}
-
-// config turns the flags into a vmm.Config; errors name the flag.
-func (f *vmFlags) config(start time.Time) (vmm.Config, error) {
+// config turns the flags into a microvm.Config; errors name the flag.
+func (f *vmFlags) config(start time.Time) (microvm.Config, error) {
 	mem, err := vmm.ParseSize(f.memory)
 	if err != nil {
-		return vmm.Config{}, &vmm.InputError{What: "--memory", Msg: err.Error()}
+		return microvm.Config{}, &vmm.InputError{What: "--memory", Msg: err.Error()}
 	}
 	if f.timeout < 0 {
-		return vmm.Config{}, &vmm.InputError{What: "--timeout", Msg: "must not be negative"}
+		return microvm.Config{}, &vmm.InputError{What: "--timeout", Msg: "must not be negative"}
+	}
+	// The API reads zero as "default"; on the command line it is an error.
+	if f.cpus < 1 {
+		return microvm.Config{}, &vmm.InputError{What: "--cpus", Msg: fmt.Sprintf("%d is out of range: need 1 to 254", f.cpus)}
+	}
+	if mem == 0 {
+		return microvm.Config{}, &vmm.InputError{What: "--memory", Msg: fmt.Sprintf("0 is below the minimum of %d MiB", vmm.MinMemory/vmm.MiB)}
 	}
 	if f.consoleKind != "serial" && f.consoleKind != "virtio" {
-		return vmm.Config{}, &vmm.InputError{What: "--console", Msg: fmt.Sprintf("%q: want serial or virtio", f.consoleKind)}
+		return microvm.Config{}, &vmm.InputError{What: "--console", Msg: fmt.Sprintf("%q: want serial or virtio", f.consoleKind)}
 	}
-	cfg := vmm.Config{
+	cfg := microvm.Config{
 		Kernel:        f.kernel,
 		Initrd:        f.initrd,
 		Cmdline:       f.cmdline,
 		CPUs:          f.cpus,
 		Memory:        mem,
-		Console:       os.Stdout,
-		Start:         start,
+		Stdout:        os.Stdout,
+		Timeout:       f.timeout,
+		Started:       start,
 		VirtioConsole: f.consoleKind == "virtio",
 	}
 	for _, d := range f.disks {
 		disk, err := parseDisk(d)
 		if err != nil {
-			return vmm.Config{}, err
+			return microvm.Config{}, err
 		}
 		cfg.Disks = append(cfg.Disks, disk)
 	}
 	for _, n := range f.nets {
 		nic, err := parseNet(n)
 		if err != nil {
-			return vmm.Config{}, err
+			return microvm.Config{}, err
 		}
 		cfg.Nets = append(cfg.Nets, nic)
 	}
@@ -87,9 +87,9 @@ func (f *vmFlags) config(start time.Time) (vmm.Config, error) {
 }
 
 // parseDisk parses --disk PATH[,ro].
-func parseDisk(s string) (vmm.Disk, error) {
+func parseDisk(s string) (microvm.Disk, error) {
 	path, opts, _ := strings.Cut(s, ",")
-	d := vmm.Disk{Path: path}
+	d := microvm.Disk{Path: path}
 	if path == "" {
 		return d, &vmm.InputError{What: "--disk", Msg: fmt.Sprintf("%q: no path", s)}
 	}
@@ -106,8 +106,8 @@ func parseDisk(s string) (vmm.Disk, error) {
 }
 
 // parseNet parses --net tap=NAME[,mac=MAC].
-func parseNet(s string) (vmm.NetIf, error) {
-	var n vmm.NetIf
+func parseNet(s string) (microvm.NetIf, error) {
+	var n microvm.NetIf
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		switch k {
@@ -129,13 +129,11 @@ func parseNet(s string) (vmm.NetIf, error) {
 	return n, nil
 }
 
-const defaultBootCmdline = "reboot=k panic=-1"
-
-func runBoot(start time.Time, args []string) int {
+func runBoot(e *env, args []string) int {
 	var f vmFlags
 	fs := newFlags("boot")
 	f.register(fs, "")
-	fs.Lookup("cmdline").Usage = "kernel command line (default \"console=ttyS0 " + defaultBootCmdline + "\", hvc0 with --console virtio)"
+	fs.Lookup("cmdline").Usage = "kernel command line (default \"" + microvm.DefaultCmdline + "\", hvc0 with --console virtio)"
 	if done, code := parseFlags(fs, "boot --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--timeout DUR]", args); done {
 		return code
 	}
@@ -145,78 +143,58 @@ func runBoot(start time.Time, args []string) int {
 	if f.kernel == "" {
 		return fail(vmm.CodeUsage, "--kernel: required (see 'microvm boot --help')")
 	}
-	if !fs.Changed("cmdline") {
-		f.cmdline = f.consoleParam() + " " + defaultBootCmdline
-	}
-	cfg, err := f.config(start)
+	cfg, err := f.config(e.start)
 	if err != nil {
 		return failErr(err)
 	}
-	_, code := execute(cfg, &f, true)
+	_, code := execute(e, cfg, &f, true)
 	return code
 }
 
-// execute runs one guest and reports how it ended. interactive attaches
-// stdin to the guest's serial port. It returns the result (nil if the VM
-// never started) and the exit code.
-func execute(cfg vmm.Config, f *vmFlags, interactive bool) (*vmm.Result, int) {
-	m, err := vmm.New(cfg)
+// execute runs one guest through the microvm API and reports how it ended.
+// interactive attaches stdin (raw mode on a terminal) to the guest's serial
+// port. It returns the result (nil if the VM never started) and the exit
+// code; a signal's 128+N is applied by main.
+func execute(e *env, cfg microvm.Config, f *vmFlags, interactive bool) (*microvm.Result, int) {
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	var in *escReader
+	if interactive {
+		in = newConsoleInput(cancel)
+		cfg.Stdin = in
+	}
+	vm, err := microvm.Start(ctx, cfg)
 	if err != nil {
+		if e.ctx.Err() != nil {
+			return nil, vmm.CodeInternal // stopped by a signal: main says so
+		}
 		return nil, failErr(err)
 	}
-	defer m.Close()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if f.timeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-	}
-	// Signals stop the guest; the terminal is restored before we exit.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	var gotSig os.Signal
-	sigDone := make(chan struct{})
-	go func() {
-		defer close(sigDone)
-		select {
-		case s := <-sigs:
-			gotSig = s
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-
-	con := &console{}
 	if interactive {
-		con = attachConsole(ctx, m, cancel)
+		e.tty.makeRaw(int(os.Stdin.Fd()))
 	}
-	res := m.Run(ctx)
-	con.restore()
-	cancel()
-	<-sigDone
+	res, err := vm.Wait()
+	e.tty.Restore()
 
-	code := res.ExitCode()
+	code := res.ExitCode
 	switch {
-	case gotSig != nil:
-		code = 128 + int(gotSig.(syscall.Signal))
-		fmt.Fprintf(os.Stderr, "microvm: stopped by %v\n", gotSig)
-	case con.quit.Load():
+	case e.signal() != nil:
+		code = 128 + int(e.signal().(syscall.Signal))
+	case in != nil && in.quit.Load():
 		code = 0
 		fmt.Fprintln(os.Stderr, "microvm: console quit (Ctrl-a x)")
 	case res.Reason == vmm.ExitTimeout:
 		fmt.Fprintf(os.Stderr, "microvm: --timeout %v expired; guest stopped (%s)\n", f.timeout, res.Detail)
 	case res.Reason == vmm.ExitCrash:
 		fmt.Fprintf(os.Stderr, "microvm: guest crashed: %s\n", res.Detail)
-	case res.Reason == vmm.ExitError:
-		fmt.Fprintf(os.Stderr, "microvm: %v\n", res.Err)
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "microvm: %v\n", err)
 	}
 	reportTimeline(f, res, code)
 	return &res, code
 }
 
-func reportTimeline(f *vmFlags, res vmm.Result, code int) {
+func reportTimeline(f *vmFlags, res microvm.Result, code int) {
 	if f.timings {
 		fmt.Fprintln(os.Stderr, "boot timeline:")
 		prev := time.Duration(0)

@@ -3,11 +3,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/microvm-dev/microvm/vmm"
@@ -19,7 +23,57 @@ var version = "0.1.0-dev"
 
 type command struct {
 	name, args, summary string
-	run                 func(start time.Time, args []string) int
+	run                 func(e *env, args []string) int
+}
+
+// env is what every command gets: the process start (for the timeline), a
+// context that SIGINT, SIGTERM and SIGHUP cancel, and the terminal guard.
+type env struct {
+	ctx   context.Context
+	start time.Time
+	tty   *ttyGuard
+	sig   atomic.Value // os.Signal that canceled ctx
+}
+
+func (e *env) signal() os.Signal {
+	s, _ := e.sig.Load().(os.Signal)
+	return s
+}
+
+// stopGrace is how long a signal waits for the guest to stop before the
+// process exits anyway: a step that cannot be interrupted (such as reading
+// --kernel from a FIFO nobody writes) must not keep microvm alive.
+const stopGrace = 5 * time.Second
+
+// withSignals installs the signal handling for the whole process lifetime,
+// before anything else, so that a signal in any phase ends in 128+N with the
+// terminal restored. The returned func is called just before exiting.
+func withSignals(start time.Time) (*env, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &env{ctx: ctx, start: start, tty: &ttyGuard{}}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	finished := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			e.sig.Store(s)
+			cancel()
+			select {
+			case <-finished:
+			case <-time.After(stopGrace):
+				e.tty.Restore()
+				fmt.Fprintf(os.Stderr, "microvm: stopped by %v (forced after %v)\n", s, stopGrace)
+				os.Exit(128 + int(s.(syscall.Signal)))
+			}
+		case <-finished:
+		}
+	}()
+	return e, func() {
+		signal.Stop(sigs)
+		close(finished)
+		cancel()
+	}
 }
 
 func commands() []command {
@@ -27,7 +81,10 @@ func commands() []command {
 		{"boot", "--kernel PATH [flags]", "boot a kernel with the serial console on this terminal", runBoot},
 		{"run", "[flags] -- CMD [ARGS...]", "boot the default guest, run CMD in it, exit with its status", runRun},
 		{"uname", "[flags]", "show the host's and a guest's kernel side by side", runUname},
-		{"version", "", "print the version", func(time.Time, []string) int {
+
+		{"check", "[--json]", "say whether this host can boot a guest, and how to fix it if not", runCheck},
+		{"compare", "[flags] [--json]", "container or VM? measure the VM side on this host", runCompare},
+		{"version", "", "print the version", func(*env, []string) int {
 			fmt.Println("microvm", version)
 			return 0
 		}},
@@ -42,15 +99,23 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nRun 'microvm COMMAND --help' for a command's flags.")
 	fmt.Fprintln(w, "Exit codes: 0 guest reset/powered off, 1 internal or KVM error, 2 usage or bad input,")
-	fmt.Fprintln(w, "3 guest crashed, 124 --timeout expired, 130/143 interrupted by SIGINT/SIGTERM.")
+	fmt.Fprintln(w, "3 guest crashed, 124 --timeout expired, 128+N stopped by signal N (129 SIGHUP, 130 SIGINT, 143 SIGTERM);")
+	fmt.Fprintln(w, "`run` exits with the guest command's status; `check` exits 0 when a guest can boot, 1 when not.")
 }
 
 func main() {
-	start := time.Now()
-	os.Exit(dispatch(start, os.Args[1:]))
+	e, done := withSignals(time.Now())
+	code := dispatch(e, os.Args[1:])
+	e.tty.Restore()
+	if s := e.signal(); s != nil {
+		fmt.Fprintf(os.Stderr, "microvm: stopped by %v\n", s)
+		code = 128 + int(s.(syscall.Signal))
+	}
+	done()
+	os.Exit(code)
 }
 
-func dispatch(start time.Time, args []string) int {
+func dispatch(e *env, args []string) int {
 	if len(args) == 0 {
 		usage(os.Stderr)
 		return vmm.CodeUsage
@@ -64,7 +129,7 @@ func dispatch(start time.Time, args []string) int {
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
-			return c.run(start, args[1:])
+			return c.run(e, args[1:])
 		}
 	}
 	return fail(vmm.CodeUsage, "unknown command %q (see 'microvm --help')", args[0])

@@ -8,12 +8,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/microvm-dev/microvm"
 	"github.com/microvm-dev/microvm/initrd/agentproto"
 	"github.com/microvm-dev/microvm/vmm"
 	"golang.org/x/sys/unix"
 )
 
-func runUname(start time.Time, args []string) int {
+func runUname(e *env, args []string) int {
 	var f vmFlags
 	fs := newFlags("uname")
 	f.register(fs, "")
@@ -37,16 +38,16 @@ func runUname(start time.Time, args []string) int {
 	if err := f.defaultArtifacts(); err != nil {
 		return failErr(err)
 	}
-	cfg, err := f.config(start)
+	cfg, err := f.config(e.start)
 	if err != nil {
 		return failErr(err)
 	}
-	cfg.Cmdline = joinCmdline(f.consoleParam(), agentCmdline, f.cmdline, agentproto.UnameParam+"=1")
+	cfg.Cmdline = joinCmdline(microvm.CmdlineFor(agentCmdline, cfg.VirtioConsole), f.cmdline, agentproto.UnameParam+"=1")
 	var out lineBuffer
-	cfg.Console = &out
+	cfg.Stdout = &out
 	asJSON := f.json
 	f.json = false // --json here means the uname result, not the timeline
-	res, code := execute(cfg, &f, false)
+	res, code := execute(e, cfg, &f, false)
 	if res == nil {
 		return code
 	}
@@ -65,7 +66,7 @@ func runUname(start time.Time, args []string) int {
 		return fail(code, "guest did not report its uname (exit: %s): is the initrd's agent missing?", res.Reason)
 	}
 	host := hostUname()
-	toInit, _ := timelineGet(res.Timeline, vmm.PhaseInit)
+	toInit, _ := timelineGet(res.Timeline, microvm.PhaseInit)
 	cols := []column{{"host", host}, {"guest (microvm)", guest}}
 	if outer := os.Getenv("MICROVM_OUTER_HOST"); outer != "" {
 		// Inside the nested test harness the "host" is the L1 VM; the
@@ -115,7 +116,7 @@ type column struct {
 	u    agentproto.Uname
 }
 
-func timelineGet(marks []vmm.Mark, p vmm.Phase) (time.Duration, bool) {
+func timelineGet(marks []microvm.Mark, p microvm.Phase) (time.Duration, bool) {
 	for _, m := range marks {
 		if m.Phase == p {
 			return m.At, true

@@ -59,6 +59,9 @@ type Config struct {
 	Console io.Writer
 	// KernelArgs are appended to the L1 kernel command line.
 	KernelArgs string
+	// Monitor, if set, is a Unix socket path for QEMU's human monitor
+	// (to inspect a stuck L1: socat - UNIX-CONNECT:path, "info registers").
+	Monitor string
 	// AllowNoKVM lets the payload run even if L1 has no /dev/kvm.
 	// Otherwise that ends the run with an error.
 	AllowNoKVM bool
@@ -173,7 +176,11 @@ func qemuArgs(cfg *Config, initrd string) []string {
 	if cfg.KernelArgs != "" {
 		cmdline += " " + cfg.KernelArgs
 	}
-	return []string{
+	var extra []string
+	if cfg.Monitor != "" {
+		extra = []string{"-monitor", "unix:" + cfg.Monitor + ",server,nowait"}
+	}
+	return append(extra,
 		// microvm (qboot firmware) rather than pc (SeaBIOS): its MP table
 		// lists every vCPU, so an L1 kernel without ACPI sees -smp N;
 		// SeaBIOS's lists one. It also prints nothing on the serial port.
@@ -188,7 +195,7 @@ func qemuArgs(cfg *Config, initrd string) []string {
 		"-kernel", cfg.Kernel,
 		"-initrd", initrd,
 		"-append", cmdline,
-	}
+	)
 }
 
 var (

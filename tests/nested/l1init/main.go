@@ -83,6 +83,8 @@ func loopbackUp() {
 func setup() {
 	mount("devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755")
 	fixStdio()
+	// devpts: the signal tests drive microvm through a pty.
+	mount("devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0620,ptmxmode=0666")
 	mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 	mount("sysfs", "/sys", "sysfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 	mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777")

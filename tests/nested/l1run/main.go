@@ -46,6 +46,7 @@ func main() {
 	flag.StringVar(&cfg.L1Init, "l1init", "", "prebuilt static l1init binary (default: build it)")
 	flag.StringVar(&cfg.QEMU, "qemu", "", "QEMU binary (default qemu-system-x86_64)")
 	flag.StringVar(&cfg.KernelArgs, "append", "", "extra L1 kernel command line")
+	flag.StringVar(&cfg.Monitor, "monitor", "", "Unix socket `path` for QEMU's monitor (debugging a stuck L1)")
 	flag.BoolVar(&cfg.AllowNoKVM, "allow-no-kvm", false, "run the program even if L1 has no /dev/kvm")
 	flag.Parse()
 	if flag.NArg() > 0 {

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/microvm-dev/microvm"
+	"github.com/microvm-dev/microvm/vmm"
+)
+
+// vmSide is the VM column of `microvm compare`, every number measured on
+// this host in this run.
+type vmSide struct {
+	StartToInitMS   float64 `json:"start_to_init_ms"`
+	KernelBytes     int64   `json:"kernel_bytes"`
+	InitrdBytes     int64   `json:"initrd_bytes"`
+	DiskBytes       int64   `json:"disk_bytes"`
+	HostRSSBytes    uint64  `json:"host_rss_bytes"`
+	GuestRAMBytes   uint64  `json:"guest_ram_touched_bytes"`
+	OverheadBytes   uint64  `json:"vmm_overhead_rss_bytes"`
+	GuestMemory     uint64  `json:"guest_memory_bytes"`
+	MemAvailable    uint64  `json:"host_mem_available_bytes"`
+	GuestsFit       uint64  `json:"guests_fit"`
+	GuestRelease    string  `json:"guest_release"`
+	ImageRelease    string  `json:"kernel_image_release"`
+	HostRelease     string  `json:"host_release"`
+	RunsGivenKernel bool    `json:"runs_given_kernel"` // the guest reported the --kernel image's release
+}
+
+// containerSide is the container column, filled only by a working engine.
+type containerSide struct {
+	Engine        string  `json:"engine"`
+	Image         string  `json:"image"`
+	RunMS         float64 `json:"run_ms"` // `ENGINE run --rm IMAGE uname -r`, start to exit
+	ImageBytes    int64   `json:"image_bytes"`
+	Release       string  `json:"release"`
+	SharedKernel  bool    `json:"shared_kernel"`
+	UnmeasuredWhy string  `json:"unmeasured,omitempty"`
+}
+
+func runCompare(e *env, args []string) int {
+	var f vmFlags
+	fs := newFlags("compare")
+	f.register(fs, "")
+	fs.Lookup("cmdline").Usage = "extra kernel command line parameters"
+	if done, code := parseFlags(fs, "compare [--kernel K] [--initrd I] [--memory M] [--json]", args); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		return fail(vmm.CodeUsage, "compare: unexpected argument %q", fs.Arg(0))
+	}
+	if err := f.defaultArtifacts(); err != nil {
+		return failErr(err)
+	}
+	cfg, err := f.config(e.start)
+	if err != nil {
+		return failErr(err)
+	}
+	if f.timeout == 0 {
+		cfg.Timeout = 5 * time.Minute
+	}
+	fmt.Fprintln(os.Stderr, "microvm: compare: booting the guest to run `uname -r`...")
+	var out lineBuffer
+	cfg.Stdout = &out
+	cfg.Command = []string{"uname", "-r"}
+	vm, err := microvm.Start(e.ctx, cfg)
+	if err != nil {
+		if e.ctx.Err() != nil {
+			return vmm.CodeInternal
+		}
+		return failErr(err)
+	}
+	res, err := vm.Wait()
+	if err != nil || res.ExitCode != 0 || res.GuestStatus != 0 {
+		if e.signal() != nil {
+			return vmm.CodeInternal
+		}
+		os.Stderr.Write(res.BootLog)
+		return fail(max(res.ExitCode, vmm.CodeInternal), "compare: the guest did not run `uname -r` (exit: %s %s, err %v)", res.Reason, res.Detail, err)
+	}
+	v := vmSide{
+		KernelBytes:   fileSize(cfg.Kernel),
+		InitrdBytes:   fileSize(cfg.Initrd),
+		HostRSSBytes:  res.HostRSS,
+		GuestRAMBytes: res.GuestResident,
+		GuestMemory:   cfg.Memory,
+		MemAvailable:  microvm.MemAvailable(),
+		GuestRelease:  strings.TrimSpace(out.String()),
+		HostRelease:   hostUname().Release,
+	}
+	if at, ok := timelineGet(res.Timeline, microvm.PhaseInit); ok {
+		v.StartToInitMS = ms(at)
+	}
+	v.DiskBytes = v.KernelBytes + v.InitrdBytes
+	if v.HostRSSBytes > v.GuestRAMBytes {
+		v.OverheadBytes = v.HostRSSBytes - v.GuestRAMBytes
+	}
+	v.GuestsFit = v.MemAvailable / (v.GuestMemory + v.OverheadBytes)
+	// The proof that a VM runs a kernel of its own choosing: the release
+	// the guest reports is the one written in the --kernel image, whatever
+	// the host runs (inside the nested harness the L1 host happens to run
+	// the same image).
+	v.ImageRelease = imageRelease(cfg.Kernel)
+	v.RunsGivenKernel = v.GuestRelease != "" && v.GuestRelease == v.ImageRelease
+
+	c, note := measureContainer(e.ctx)
+	if f.json {
+		b, _ := json.MarshalIndent(map[string]any{"vm": v, "container": c, "container_note": note}, "", "  ")
+		fmt.Println(string(b))
+		return 0
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 3, ' ', 0)
+	dash := func(s string) string {
+		if c == nil {
+			return ""
+		}
+		return s
+	}
+	cs := containerSide{}
+	if c != nil {
+		cs = *c
+	}
+	fmt.Fprintln(tw, "\tCONTAINER\tVM (microvm, measured here)")
+	fmt.Fprintf(tw, "start time to init\t%s\t%.0f ms (exec to guest init)\n", dash(fmt.Sprintf("%.0f ms (whole `run --rm`)", cs.RunMS)), v.StartToInitMS)
+	fmt.Fprintf(tw, "on-disk size\t%s\t%.1f MiB (kernel %.1f + initrd %.1f)\n", dash(fmt.Sprintf("%.1f MiB (image %s)", mib(uint64(cs.ImageBytes)), cs.Image)), mib(uint64(v.DiskBytes)), mib(uint64(v.KernelBytes)), mib(uint64(v.InitrdBytes)))
+	fmt.Fprintf(tw, "VMM overhead RSS\t%s\t%.1f MiB (process RSS %.1f MiB - guest RAM touched %.1f MiB)\n", dash("not measured"), mib(v.OverheadBytes), mib(v.HostRSSBytes), mib(v.GuestRAMBytes))
+	fmt.Fprintf(tw, "guests of %d MiB in free memory\t%s\t%d (%.1f GiB available / (%d MiB + overhead))\n", v.GuestMemory>>20, dash("not measured"), v.GuestsFit, gib(v.MemAvailable), v.GuestMemory>>20)
+	fmt.Fprintf(tw, "isolation\t%s\town kernel: guest %s, host %s\n", dash("shared host kernel: "+cs.Release), v.GuestRelease, v.HostRelease)
+	fmt.Fprintf(tw, "can run a different kernel\t%s\t%s\n", dash("no"), givenKernel(v))
+	tw.Flush()
+	if note != "" {
+		fmt.Println("\ncontainer: " + note)
+	}
+	return 0
+}
+
+func givenKernel(v vmSide) string {
+	if !v.RunsGivenKernel {
+		return fmt.Sprintf("not shown: guest reported %q, the image says %q", v.GuestRelease, v.ImageRelease)
+	}
+	return "yes: it ran the --kernel image's " + v.ImageRelease + ", whatever the host runs"
+}
+
+// imageRelease reads the kernel release from a kernel image: the
+// kernel_version string of a bzImage's setup header (boot.rst: at the
+// offset in 0x20e, plus 0x200), or "Linux version X" in an uncompressed
+// vmlinux. "" if neither is found.
+func imageRelease(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if len(b) > 0x210 && string(b[0x202:0x206]) == "HdrS" {
+		off := int(binary.LittleEndian.Uint16(b[0x20e:])) + 0x200
+		if off > 0x200 && off < len(b) {
+			f := strings.Fields(string(b[off:min(len(b), off+256)]))
+			if len(f) > 0 {
+				return f[0]
+			}
+		}
+		return ""
+	}
+	if i := bytes.Index(b, []byte("Linux version ")); i >= 0 {
+		f := strings.Fields(string(b[i+len("Linux version ") : min(len(b), i+256)]))
+		if len(f) > 0 {
+			return f[0]
+		}
+	}
+	return ""
+}
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+func fileSize(p string) int64 {
+	st, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// measureContainer runs `uname -r` in a container if docker or podman is
+// installed, its daemon answers and an image is already present (there may
+// be no network to pull one). Otherwise it returns nil and why.
+func measureContainer(ctx context.Context) (*containerSide, string) {
+	var why []string
+	for _, engine := range []string{"docker", "podman"} {
+		if _, err := exec.LookPath(engine); err != nil {
+			continue
+		}
+		run := func(args ...string) (string, error) {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			defer cancel()
+			b, err := exec.CommandContext(cctx, engine, args...).CombinedOutput()
+			if err != nil {
+				first, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+				return "", fmt.Errorf("%s %s: %v: %s", engine, args[0], err, first)
+			}
+			return strings.TrimSpace(string(b)), nil
+		}
+		if _, err := run("info"); err != nil {
+			why = append(why, err.Error())
+			continue
+		}
+		imgs, err := run("images", "--format", "{{.Repository}}:{{.Tag}}")
+		img := ""
+		for _, l := range strings.Split(imgs, "\n") {
+			if l != "" && !strings.Contains(l, "<none>") {
+				img = l
+				break
+			}
+		}
+		if err != nil || img == "" {
+			why = append(why, engine+": no local image to run (and none is pulled)")
+			continue
+		}
+		c := &containerSide{Engine: engine, Image: img}
+		t0 := time.Now()
+		rel, err := run("run", "--rm", img, "uname", "-r")
+		if err != nil {
+			why = append(why, err.Error())
+			continue
+		}
+		c.RunMS = ms(time.Since(t0))
+		c.Release = rel
+		c.SharedKernel = rel == hostUname().Release
+		if s, err := run("image", "inspect", "--format", "{{.Size}}", img); err == nil {
+			c.ImageBytes, _ = strconv.ParseInt(s, 10, 64)
+		}
+		return c, ""
+	}
+	note := "no container engine here"
+	if len(why) > 0 {
+		note += " (" + strings.Join(why, "; ") + ")"
+	}
+	return nil, note
+}

@@ -1,0 +1,93 @@
+package tests
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestLinuxGoTestInGuest is the CI recipe of docs/github-actions.md: a
+// static Go test binary (this one) is appended to the initrd as a second
+// cpio archive and run in the guest with `microvm run`, whose exit status
+// is the test binary's.
+func TestLinuxGoTestInGuest(t *testing.T) {
+	kernel, initrd := linuxArtifacts(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := os.ReadFile(initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var extra bytes.Buffer
+	writeNewc(&extra, []newcEntry{{name: "t", mode: syscall.S_IFDIR | 0o755}, {name: "t/tests.test", mode: syscall.S_IFREG | 0o755, data: exe}})
+	ci := filepath.Join(t.TempDir(), "ci.cpio")
+	if err := os.WriteFile(ci, append(base, extra.Bytes()...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runMicrovm(t, linuxLimit, "run", "--kernel", kernel, "--initrd", ci, "--memory", "512M", "--timeout", "2m",
+		"--", "/t/tests.test", "-test.v", "-test.run", "^TestInGuest$")
+	t.Logf("exit %d in %v\nstdout:\n%s\nstderr:\n%s", r.code, r.elapsed, r.stdout, r.stderr)
+	if r.code != 0 || !strings.Contains(r.stdout, "--- PASS: TestInGuest") || !strings.Contains(r.stdout, "in-guest kernel "+os.Getenv("MICROVM_KERNEL_RELEASE")) {
+		t.Fatalf("exit %d; want the in-guest test to pass and report its kernel", r.code)
+	}
+}
+
+// TestInGuest runs inside a microvm guest (started by TestLinuxGoTestInGuest);
+// elsewhere it skips, saying so.
+func TestInGuest(t *testing.T) {
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	if !bytes.Contains(cmdline, []byte("microvm.cmd=")) {
+		t.Skip("not inside a microvm guest: TestLinuxGoTestInGuest runs this test there")
+	}
+	var u syscall.Utsname
+	if err := syscall.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var rel []byte
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		rel = append(rel, byte(c))
+	}
+	fmt.Printf("in-guest kernel %s\n", rel)
+}
+
+type newcEntry struct {
+	name string
+	mode uint32
+	data []byte
+}
+
+// writeNewc writes a "newc" cpio archive (the initramfs format, see
+// Documentation/driver-api/early-userspace/buffer-format.rst).
+func writeNewc(w *bytes.Buffer, entries []newcEntry) {
+	pad := func() {
+		for w.Len()%4 != 0 {
+			w.WriteByte(0)
+		}
+	}
+	hdr := func(ino int, name string, mode uint32, size int) {
+		fmt.Fprintf(w, "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
+			ino, mode, 0, 0, 1, 0, size, 0, 0, 0, 0, len(name)+1, 0)
+		w.WriteString(name)
+		w.WriteByte(0)
+		pad()
+	}
+	for i, e := range entries {
+		hdr(i+1, e.name, e.mode, len(e.data))
+		w.Write(e.data)
+		pad()
+	}
+	hdr(0, "TRAILER!!!", 0, 0)
+}
