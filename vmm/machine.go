@@ -63,6 +63,11 @@ type Result struct {
 	// command-done milestone, or -1.
 	GuestStatus int
 	Timeline    []Mark
+	// Start is the timeline's zero (Config.Start).
+	Start time.Time
+	// GuestTouched is how much guest RAM was resident at exit (mincore),
+	// for the VMM-overhead measurement (peak RSS minus this).
+	GuestTouched uint64
 }
 
 // ExitCode maps a result to the documented exit codes.
@@ -102,24 +107,6 @@ type Machine struct {
 	halted []bool // per vCPU: stopped for good (see vcpu.stoppedForGood)
 }
 
-func readInput(what, path string) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, inputErr(what, "%s: no such file", path)
-		}
-		return nil, inputErr(what, "%s: %v", path, errors.Unwrap(err))
-	}
-	if st.IsDir() {
-		return nil, inputErr(what, "%s is a directory, not a file", path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, inputErr(what, "%s: cannot read: %v", path, errors.Unwrap(err))
-	}
-	return b, nil
-}
-
 // Validate checks the parts of a config that need no KVM.
 func (c *Config) Validate() error {
 	if c.CPUs < 1 || c.CPUs > 254 {
@@ -145,14 +132,13 @@ func New(cfg Config) (m *Machine, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	kb, err := readInput("--kernel", cfg.Kernel)
+	// The kernel and initrd are read straight into guest memory (Load,
+	// loadKernel), never into the heap: they would count as VMM overhead.
+	k, err := OpenKernel(cfg.Kernel)
 	if err != nil {
 		return nil, err
 	}
-	k, err := ParseKernel(cfg.Kernel, kb)
-	if err != nil {
-		return nil, &InputError{What: "--kernel", Msg: err.Error()}
-	}
+	defer k.Close()
 	if len(cfg.Cmdline) > k.CmdlineMax {
 		return nil, inputErr("--cmdline", "is %d bytes; this kernel accepts at most %d", len(cfg.Cmdline), k.CmdlineMax)
 	}
@@ -163,17 +149,17 @@ func New(cfg Config) (m *Machine, err error) {
 	if err := k.CheckFits(cfg.Memory); err != nil {
 		return nil, err
 	}
-	var initrd []byte
+	var initrd *os.File
+	var initrdSize int64
 	initrdAddr := uint64(0)
 	if cfg.Initrd != "" {
-		// Size first: an initrd larger than RAM is refused before it is read.
-		if st, err := os.Stat(cfg.Initrd); err == nil && st.Mode().IsRegular() {
-			if initrdAddr, err = k.InitrdAddr(cfg.Memory, uint64(st.Size())); err != nil {
-				return nil, inputErr("--initrd", "%s: %v", cfg.Initrd, err)
-			}
-		}
-		if initrd, err = readInput("--initrd", cfg.Initrd); err != nil {
+		if initrd, initrdSize, err = openInput("--initrd", cfg.Initrd); err != nil {
 			return nil, err
+		}
+		defer initrd.Close()
+		// Placed, and one larger than RAM refused, before it is read.
+		if initrdAddr, err = k.InitrdAddr(cfg.Memory, uint64(initrdSize)); err != nil {
+			return nil, inputErr("--initrd", "%s: %v", cfg.Initrd, err)
 		}
 	}
 
@@ -206,7 +192,7 @@ func New(cfg Config) (m *Machine, err error) {
 		return nil, err
 	}
 	m.timeline.Mark(PhaseVMReady)
-	if err = m.loadKernel(k, initrd, initrdAddr); err != nil {
+	if err = m.loadKernel(k, initrd, initrdSize, initrdAddr); err != nil {
 		return nil, err
 	}
 	if err = m.addDevices(); err != nil {
@@ -270,16 +256,20 @@ func (m *Machine) mapMemory() error {
 
 // loadKernel places the kernel, initrd, command line, zero page and the
 // boot-time tables in guest memory.
-func (m *Machine) loadKernel(k *Kernel, initrd []byte, addr uint64) error {
+func (m *Machine) loadKernel(k *Kernel, initrd *os.File, size int64, addr uint64) error {
 	if err := k.Load(m.mem); err != nil {
 		return err
 	}
 	bp := k.BootParams()
-	if len(initrd) > 0 {
-		if err := m.mem.Write(addr, initrd); err != nil {
+	if size > 0 {
+		dst, err := m.mem.Slice(addr, uint64(size))
+		if err == nil {
+			_, err = initrd.ReadAt(dst, 0)
+		}
+		if err != nil {
 			return fmt.Errorf("load initrd %s: %w", m.cfg.Initrd, err)
 		}
-		bp.SetRamdisk(addr, uint64(len(initrd)))
+		bp.SetRamdisk(addr, uint64(size))
 	}
 	if err := m.mem.Write(CmdlineAddr, append([]byte(m.cfg.Cmdline), 0)); err != nil {
 		return fmt.Errorf("write cmdline: %w", err)
@@ -503,11 +493,13 @@ func (m *Machine) run(ctx context.Context) Result {
 	}
 	m.timeline.Mark(PhaseExit)
 	return Result{
-		Reason:      first.reason,
-		Detail:      first.detail,
-		Err:         first.err,
-		GuestStatus: int(m.guestStatus.Load()),
-		Timeline:    m.timeline.Marks(),
+		Reason:       first.reason,
+		Detail:       first.detail,
+		Err:          first.err,
+		GuestStatus:  int(m.guestStatus.Load()),
+		Timeline:     m.timeline.Marks(),
+		Start:        m.cfg.Start,
+		GuestTouched: m.mem.TouchedBytes(),
 	}
 }
 

@@ -27,6 +27,7 @@ func commands() []command {
 		{"boot", "--kernel PATH [flags]", "boot a kernel with the serial console on this terminal", runBoot},
 		{"run", "[flags] -- CMD [ARGS...]", "boot the default guest, run CMD in it, exit with its status", runRun},
 		{"uname", "[flags]", "show the host's and a guest's kernel side by side", runUname},
+		{"bench", "[--runs N] [flags]", "boot the guest N times; boot timeline and VMM memory overhead", runBench},
 		{"version", "", "print the version", func(time.Time, []string) int {
 			fmt.Println("microvm", version)
 			return 0
