@@ -6,7 +6,7 @@ CACHE     ?= $(or $(MICROVM_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/microv
 BIN       := bin/microvm
 export MICROVM_CACHE := $(CACHE)
 
-.PHONY: all build kernel initrd test test-unit test-vm test-nested demo vet clean
+.PHONY: all build kernel initrd test test-unit test-vm test-nested demo vet clean bench compare-bench
 
 all: build
 
@@ -46,6 +46,12 @@ test-nested: build
 	MICROVM_FORCE_NESTED=1 ./tests/run.sh
 
 test: vet test-unit test-vm
+
+# Benchmarks (not part of `make test`): the PIO exit path against a C loop,
+# `microvm bench`, and microvm against gokvm and QEMU -M microvm; inside the
+# nested harness where the host's KVM cannot boot Linux. See bench/compare.sh.
+bench compare-bench:
+	./bench/compare.sh
 
 clean:
 	rm -rf bin
