@@ -14,6 +14,9 @@
 # nested harness (tests/nested), and the output says so.
 #
 # Environment:
+#   BENCH_KERNEL=bzImage|vmlinux  which image of the same kernel build every
+#                        VMM boots (default bzImage; vmlinux: microvm's ELF
+#                        entry, QEMU's and gokvm's PVH entry, no decompressor)
 #   BENCH_ROUNDS=N       comparison rounds (default 3)
 #   BENCH_RUNS=N         microvm bench --runs (default 3)
 #   PIO_COUNT=N          exits per PIO run (default 100000)
@@ -35,12 +38,14 @@ ROUNDS=${BENCH_ROUNDS:-3}
 RUNS=${BENCH_RUNS:-3}
 PEERS=${BENCH_PEERS:-gokvm qemu}
 TIMEOUT_MIN=${BENCH_TIMEOUT_MIN:-40}
+KIMG=${BENCH_KERNEL:-bzImage}
 
 log() { echo "bench: $*" >&2; }
 die() { log "$*"; exit 1; }
 for v in ROUNDS RUNS TIMEOUT_MIN; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
 done
+[[ $KIMG == bzImage || $KIMG == vmlinux ]] || die "BENCH_KERNEL must be bzImage or vmlinux (got '$KIMG')"
 
 source "$ROOT/scripts/kvm-mode.sh"
 log "KVM mode: $KVM_MODE ($KVM_MODE_REASON)"
@@ -77,7 +82,7 @@ gcc -O2 -Wall -Wextra -static -o "$WORK/pioloop" bench/pioloop.c
 
 runner_args=(--pio-count "${PIO_COUNT:-100000}" --pio-reps "${PIO_REPS:-3}"
 	--rounds "$ROUNDS" --bench-runs "$RUNS"
-	--kernel-name "Linux $KERNEL_RELEASE, the project's kernel/microvm.config, bzImage")
+	--kernel-name "Linux $KERNEL_RELEASE, the project's kernel/microvm.config, $KIMG")
 
 # gokvm: `go run module@version` would build exactly this; we build it once
 # (static) so the same binary can be copied into L1, which has no Go toolchain.
@@ -90,16 +95,16 @@ fi
 files=()
 if [[ $KVM_MODE == direct ]]; then
 	d=$WORK
-	kernel=$CACHE/bzImage initrd=$CACHE/initrd.cpio pio=$WORK/guests/pio.elf
+	kernel=$CACHE/$KIMG initrd=$CACHE/initrd.cpio pio=$WORK/guests/pio.elf
 	note="running directly on this host: $KVM_MODE_REASON"
 else
 	d=/bench
-	kernel=$d/bzImage initrd=$d/initrd.cpio pio=$d/pio.elf
+	kernel=$d/$KIMG initrd=$d/initrd.cpio pio=$d/pio.elf
 	note="running inside the nested harness's L1 (QEMU TCG, -cpu max, kvm_amd), because $KVM_MODE_REASON: all numbers are nested, and slow"
 	for f in microvm runner pioloop gokvm; do
 		[[ -e $WORK/$f ]] && files+=(--file "$d/$f=$WORK/$f")
 	done
-	files+=(--file "$pio=$WORK/guests/pio.elf" --file "$kernel=$CACHE/bzImage" --file "$initrd=$CACHE/initrd.cpio")
+	files+=(--file "$pio=$WORK/guests/pio.elf" --file "$kernel=$CACHE/$KIMG" --file "$initrd=$CACHE/initrd.cpio")
 fi
 runner_args+=(--note "$note" --microvm "$d/microvm" --pioloop "$d/pioloop" --pio-guest "$pio"
 	--kernel "$kernel" --initrd "$initrd")
