@@ -22,7 +22,8 @@
 #   PIO_COUNT=N          exits per PIO run (default 100000)
 #   PIO_REPS=N           PIO runs per side (default 3)
 #   BENCH_PEERS="gokvm qemu"  which peers to compare against
-#   BENCH_TIMEOUT_MIN=N  limit for the L1 run (default 40)
+#   BENCH_TIMEOUT_MIN=N  limit for the first L1 run (default 40; each
+#                        comparison boot gets its own L1 and 10 minutes)
 #   PIO_PROFILE=FILE     write a CPU profile of microvm's PIO runs (direct mode only)
 #   MICROVM_FORCE_NESTED=1  use the nested harness even where direct works
 set -euo pipefail
@@ -136,19 +137,49 @@ if [[ $KVM_MODE == direct ]]; then
 fi
 "$GO" build -o "$WORK/l1run" ./tests/nested/l1run
 CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/l1init" ./tests/nested/l1init
-l1args=()
-for a in "${runner_args[@]}"; do
-	l1args+=(--arg "$a")
+
+# run_l1 ARGS...: the runner with runner_args plus ARGS, in a fresh L1.
+# L1's own kernel log lines and harness lines are dropped from the output;
+# everything is also kept in $WORK/bench.log for the final summary.
+run_l1() {
+	local timeout=$1 l1args=() a
+	shift
+	for a in "${runner_args[@]}" "$@"; do
+		l1args+=(--arg "$a")
+	done
+	"$WORK/l1run" \
+		--kernel "$CACHE/bzImage" \
+		--l1init "$WORK/l1init" \
+		--memory "${L1_MEMORY_MIB:-3072}" \
+		--cpus 1 \
+		--timeout "$timeout" \
+		"${files[@]}" \
+		--init "$d/runner" \
+		"${l1args[@]}" \
+		2>&1 | sed -u -e '/^\[ *[0-9.]*\] /d' -e '/^@@L1 /d' | tee -a "$WORK/bench.log"
+}
+: >"$WORK/bench.log"
+
+# The exit path, micro-guest start-up and microvm bench in one L1.
+run_l1 "${TIMEOUT_MIN}m" --rounds 0 || echo "bench: the exit-path and microvm bench L1 run failed (see above)"
+
+# The comparison: one fresh L1 per boot. Under QEMU TCG an L1 that has
+# already run Linux guests was seen to freeze while starting the next one
+# (tests/run.sh does the same for its Linux tests), which would stop the
+# whole comparison.
+vmms=(microvm $PEERS)
+n=${#vmms[@]}
+if ((ROUNDS > 0)); then
+	echo
+	echo "== comparison: ${vmms[*]}, $ROUNDS rounds, order rotating each round, each boot in a fresh L1"
+fi
+for ((r = 1; r <= ROUNDS; r++)); do
+	for ((k = 0; k < n; k++)); do
+		v=${vmms[(k + r - 1) % n]}
+		run_l1 10m --pio-guest "" --bench-runs 0 --only "$v" --round "$r" ||
+			echo "bench: round $r: $v: the L1 run failed (see above)"
+	done
 done
-# L1's own kernel log lines and harness lines are dropped from the output.
-"$WORK/l1run" \
-	--kernel "$CACHE/bzImage" \
-	--l1init "$WORK/l1init" \
-	--memory "${L1_MEMORY_MIB:-3072}" \
-	--cpus 1 \
-	--timeout "${TIMEOUT_MIN}m" \
-	"${files[@]}" \
-	--init "$d/runner" \
-	"${l1args[@]}" \
-	2>&1 | sed -u -e '/^\[ *[0-9.]*\] /d' -e '/^@@L1 /d'
-exit "${PIPESTATUS[0]}"
+if ((ROUNDS > 0)); then
+	"$WORK/runner" "${runner_args[@]}" --summarize "$WORK/bench.log"
+fi

@@ -54,6 +54,9 @@ type options struct {
 	afterInit            time.Duration
 	showOutput           bool
 	gokvmExtra           string
+	only                 string
+	round                int
+	summarize            string
 }
 
 func main() {
@@ -82,10 +85,19 @@ func main() {
 	// flag/runs.go) our kernel hangs at "tsc: Unable to calibrate against PIT".
 	flag.StringVar(&o.gokvmExtra, "gokvm-cmdline-extra", "noapic notsc nowatchdog nmi_watchdog=0 lapic tsc_early_khz=2000",
 		"parameters appended to gokvm's kernel command line")
+	flag.StringVar(&o.only, "only", "", "boot only this VMM (microvm, gokvm, qemu) once, as round --round, and print it as a trial line (the driver runs each boot in a fresh L1)")
+	flag.IntVar(&o.round, "round", 1, "round number for --only")
+	flag.StringVar(&o.summarize, "summarize", "", "print the summary of the trial lines and results in this log file, then exit (runs anywhere, no KVM)")
 	flag.BoolVar(&o.showOutput, "show-output", false, "print the end of each comparison boot's output (for debugging a peer)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fatalf(2, "unexpected argument %q", flag.Arg(0))
+	}
+	if o.summarize != "" {
+		os.Exit(summarizeLog(&o))
+	}
+	if o.only != "" {
+		os.Exit(runOnly(&o))
 	}
 	fmt.Printf("== microvm benchmarks, %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	if o.note != "" {
@@ -319,6 +331,79 @@ type trial struct {
 	code       int
 	rss        uint64
 	note       string
+}
+
+// trialLine is a trial as one "@@TRIAL {json}" line, so boots made in
+// separate L1s can be summarized together.
+type trialLine struct {
+	VMM     string  `json:"vmm"`
+	Round   int     `json:"round"`
+	InitS   float64 `json:"init_s"`
+	ExitS   float64 `json:"exit_s"`
+	Reached bool    `json:"reached"`
+	Exited  bool    `json:"exited"`
+	Code    int     `json:"code"`
+	RSS     uint64  `json:"rss_bytes"`
+	Note    string  `json:"note,omitempty"`
+}
+
+const trialPrefix = "@@TRIAL "
+
+func (t trial) line() string {
+	b, _ := json.Marshal(trialLine{t.vmm, t.round, t.init.Seconds(), t.exit.Seconds(), t.reached, t.exited, t.code, t.rss, t.note})
+	return trialPrefix + string(b)
+}
+
+func (l trialLine) trial() trial {
+	return trial{vmm: l.VMM, round: l.Round, init: time.Duration(l.InitS * float64(time.Second)),
+		exit: time.Duration(l.ExitS * float64(time.Second)), reached: l.Reached, exited: l.Exited,
+		code: l.Code, rss: l.RSS, note: l.Note}
+}
+
+// runOnly boots one VMM once and prints its trial line.
+func runOnly(o *options) int {
+	for _, s := range specs(o) {
+		if s.name != o.only {
+			continue
+		}
+		progressf("round %d: %s booting: %s", o.round, s.name, strings.Join(s.argv, " "))
+		t := runTrial(s, o)
+		t.round = o.round
+		progressf("round %d: %s", o.round, t.String())
+		fmt.Println(t.line())
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "runner: --only %q: not one of the configured VMMs\n", o.only)
+	return 2
+}
+
+// summarizeLog prints the summary of a driver's log: the trial lines, plus
+// the first run's report lines (exit path, bench), which it passes through.
+func summarizeLog(o *options) int {
+	b, err := os.ReadFile(o.summarize)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "runner: --summarize: %v\n", err)
+		return 1
+	}
+	c := &compareResult{specs: specs(o)}
+	for _, l := range strings.Split(strings.ReplaceAll(string(b), "\r", ""), "\n") {
+		i := strings.Index(l, trialPrefix)
+		if i < 0 {
+			continue
+		}
+		var tl trialLine
+		if json.Unmarshal([]byte(l[i+len(trialPrefix):]), &tl) == nil {
+			c.trials = append(c.trials, tl.trial())
+		}
+	}
+	if len(c.trials) == 0 {
+		fmt.Fprintf(os.Stderr, "runner: --summarize: no trial lines in %s\n", o.summarize)
+		return 1
+	}
+	var r report
+	fmt.Printf("\n== comparison summary (%d boots, each in a fresh L1)\n", len(c.trials))
+	r.printCompare(c)
+	return 0
 }
 
 // The guest agent's first console line ("guest: Linux ...") is printed right
