@@ -23,7 +23,8 @@
 #   PIO_REPS=N           PIO runs per side (default 3)
 #   BENCH_PEERS="gokvm qemu"  which peers to compare against
 #   BENCH_TIMEOUT_MIN=N  limit for the first L1 run (default 40; each
-#                        comparison boot gets its own L1 and 10 minutes)
+#                        comparison boot gets its own L1 and 6 minutes:
+#                        a frozen L1 is stopped and reported, the rest go on)
 #   PIO_PROFILE=FILE     write a CPU profile of microvm's PIO runs (direct mode only)
 #   MICROVM_FORCE_NESTED=1  use the nested harness even where direct works
 set -euo pipefail
@@ -176,7 +177,7 @@ fi
 for ((r = 1; r <= ROUNDS; r++)); do
 	for ((k = 0; k < n; k++)); do
 		v=${vmms[(k + r - 1) % n]}
-		run_l1 10m --pio-guest "" --bench-runs 0 --only "$v" --round "$r" ||
+		run_l1 6m --pio-guest "" --bench-runs 0 --only "$v" --round "$r" ||
 			echo "bench: round $r: $v: the L1 run failed (see above)"
 	done
 done
