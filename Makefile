@@ -6,7 +6,7 @@ CACHE     ?= $(or $(MICROVM_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/microv
 BIN       := bin/microvm
 export MICROVM_CACHE := $(CACHE)
 
-.PHONY: all build kernel initrd test test-unit test-vm test-nested bench-density demo vet clean
+.PHONY: all build kernel initrd test test-unit test-vm test-nested bench-density demo vet clean bench compare-bench
 
 all: build
 
@@ -54,6 +54,12 @@ DENSITY_N ?= 50
 bench-density: build
 	MICROVM_DENSITY_N=$(DENSITY_N) L1_MEMORY_MIB=$${L1_MEMORY_MIB:-8192} GROUP_TIMEOUT_MIN=$${GROUP_TIMEOUT_MIN:-40} \
 		TESTS_TIMEOUT_MIN=45 TESTS_RUN='^TestLinuxDensity$$' ./tests/run.sh
+
+# Benchmarks (not part of `make test`): the PIO exit path against a C loop,
+# `microvm bench`, and microvm against gokvm and QEMU -M microvm; inside the
+# nested harness where the host's KVM cannot boot Linux. See bench/compare.sh.
+bench compare-bench:
+	./bench/compare.sh
 
 clean:
 	rm -rf bin

@@ -163,6 +163,10 @@ type Result struct {
 	// the guest ended; HostRSS is this process's resident set at that
 	// moment (with several VMs in one process, all of theirs).
 	GuestResident, HostRSS uint64
+	// Start is the timeline's zero; GuestTouched is the guest RAM resident
+	// at exit as the engine measured it (mincore), for overhead figures.
+	Start        time.Time
+	GuestTouched uint64
 }
 
 // VM is a running guest. Call Wait once to reap it.
@@ -213,6 +217,8 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 			ExitCode:      r.ExitCode(),
 			GuestStatus:   r.GuestStatus,
 			Timeline:      r.Timeline,
+			Start:         r.Start,
+			GuestTouched:  r.GuestTouched,
 			GuestResident: m.Memory().Resident(),
 			HostRSS:       selfRSS(),
 		}

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"sort"
 )
 
@@ -23,23 +26,88 @@ type Kernel struct {
 	path     string
 	setup    []byte // bzImage: setup header bytes copied into the zero page
 	segments []segment
+	file     *os.File // set by OpenKernel; Load reads from it
 }
 
+// segment is a part of the image that goes to paddr: filesz bytes read from
+// src at off, then zeros up to memsz. Reading straight into guest memory
+// keeps the image out of the VMM's heap (and its peak RSS).
 type segment struct {
-	paddr uint64
-	data  []byte
-	memsz uint64
+	paddr  uint64
+	src    io.ReaderAt
+	off    int64
+	filesz uint64
+	memsz  uint64
+}
+
+// maxSetupBytes covers the largest real-mode setup a bzImage can declare
+// (setup_sects is a byte: 255 sectors plus the boot sector).
+const maxSetupBytes = 256 * 512
+
+// OpenKernel opens and validates the kernel image at path without reading
+// all of it; Load then reads it into guest memory. Close releases the file.
+func OpenKernel(path string) (*Kernel, error) {
+	f, size, err := openInput("--kernel", path)
+	if err != nil {
+		return nil, err
+	}
+	head := make([]byte, min(size, maxSetupBytes))
+	if _, err := f.ReadAt(head, 0); err != nil {
+		f.Close()
+		return nil, inputErr("--kernel", "%s: cannot read: %v", path, err)
+	}
+	k, err := parseKernel(path, head, f, size)
+	if err != nil {
+		f.Close()
+		return nil, &InputError{What: "--kernel", Msg: err.Error()}
+	}
+	k.file = f
+	return k, nil
+}
+
+// Close releases the image file, if any.
+func (k *Kernel) Close() {
+	if k.file != nil {
+		k.file.Close()
+		k.file = nil
+	}
+}
+
+// openInput opens a regular input file, with errors that name the flag.
+func openInput(what, path string) (*os.File, int64, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, 0, inputErr(what, "%s: no such file", path)
+		}
+		return nil, 0, inputErr(what, "%s: %v", path, errors.Unwrap(err))
+	}
+	if st.IsDir() {
+		return nil, 0, inputErr(what, "%s is a directory, not a file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, inputErr(what, "%s: cannot read: %v", path, errors.Unwrap(err))
+	}
+	return f, st.Size(), nil
 }
 
 // ParseKernel validates a bzImage or ELF64 image. path is used in errors only.
 func ParseKernel(path string, b []byte) (*Kernel, error) {
+	return parseKernel(path, b, bytes.NewReader(b), int64(len(b)))
+}
+
+// parseKernel validates the image of size bytes readable from r, whose first
+// bytes (at least the bzImage setup, if there is one) are head.
+func parseKernel(path string, head []byte, r io.ReaderAt, size int64) (*Kernel, error) {
+	b := head
 	switch {
 	case len(b) == 0:
 		return nil, inputErr(path, "kernel image is empty")
 	case bytes.HasPrefix(b, []byte(elf.ELFMAG)):
-		return parseELF(path, b)
+		return parseELF(path, b, r, size)
 	case len(b) >= bpHeader+4 && binary.LittleEndian.Uint32(b[bpHeader:]) == hdrSMagic:
-		return parseBzImage(path, b)
+		return parseBzImage(path, b, r, size)
 	case len(b) < bpHeader+4 && len(b) > bpBootFlag+1 && binary.LittleEndian.Uint16(b[bpBootFlag:]) == bootFlagMagic:
 		return nil, inputErr(path, "truncated bzImage (%d bytes, setup header incomplete)", len(b))
 	}
@@ -48,7 +116,7 @@ func ParseKernel(path string, b []byte) (*Kernel, error) {
 
 // parseBzImage checks the setup header per Documentation/arch/x86/boot.rst for
 // the 64-bit boot protocol: protocol >= 2.12 (xloadflags exists), XLF_KERNEL_64.
-func parseBzImage(path string, b []byte) (*Kernel, error) {
+func parseBzImage(path string, b []byte, r io.ReaderAt, size int64) (*Kernel, error) {
 	if len(b) < bpInitSize+4 {
 		return nil, inputErr(path, "truncated bzImage (%d bytes, setup header incomplete)", len(b))
 	}
@@ -72,8 +140,8 @@ func parseBzImage(path string, b []byte) (*Kernel, error) {
 	}
 	payloadOff := (setupSects + 1) * 512
 	syssize := uint64(le.Uint32(b[0x1f4:])) * 16
-	if uint64(len(b)) < uint64(payloadOff)+syssize || payloadOff >= len(b) {
-		return nil, inputErr(path, "truncated bzImage: %d bytes, header says %d", len(b), uint64(payloadOff)+syssize)
+	if uint64(size) < uint64(payloadOff)+syssize || int64(payloadOff) >= size {
+		return nil, inputErr(path, "truncated bzImage: %d bytes, header says %d", size, uint64(payloadOff)+syssize)
 	}
 	// The setup header ends at 0x202 + the byte at 0x201 (the jump offset).
 	hdrEnd := bpHeader + int(b[bpJump+1])
@@ -81,9 +149,9 @@ func parseBzImage(path string, b []byte) (*Kernel, error) {
 		return nil, inputErr(path, "bad bzImage: setup header length %d is invalid", hdrEnd-bpSetupHeader)
 	}
 	initSize := uint64(le.Uint32(b[bpInitSize:]))
-	payload := b[payloadOff:]
-	if initSize < uint64(len(payload)) {
-		initSize = uint64(len(payload))
+	payloadSize := uint64(size) - uint64(payloadOff)
+	if initSize < payloadSize {
+		initSize = payloadSize
 	}
 	k := &Kernel{
 		Format:        "bzImage",
@@ -93,7 +161,7 @@ func parseBzImage(path string, b []byte) (*Kernel, error) {
 		InitrdAddrMax: uint64(le.Uint32(b[bpInitrdAddrMax:])),
 		path:          path,
 		setup:         b[bpSetupHeader:hdrEnd],
-		segments:      []segment{{paddr: KernelLoadAddr, data: payload, memsz: uint64(len(payload))}},
+		segments:      []segment{{paddr: KernelLoadAddr, src: r, off: int64(payloadOff), filesz: payloadSize, memsz: payloadSize}},
 	}
 	if b[bpXLoadflags]&xlfAbove4G != 0 {
 		k.InitrdAddrMax = 1<<64 - 1
@@ -106,14 +174,14 @@ func parseBzImage(path string, b []byte) (*Kernel, error) {
 
 // parseELF accepts a 64-bit x86 ELF (vmlinux or a micro-guest) whose PT_LOAD
 // segments sit at physical addresses at or above 1 MiB and do not overlap.
-func parseELF(path string, b []byte) (*Kernel, error) {
+func parseELF(path string, b []byte, r io.ReaderAt, size int64) (*Kernel, error) {
 	if len(b) < 5 {
 		return nil, inputErr(path, "truncated ELF header")
 	}
 	if elf.Class(b[elf.EI_CLASS]) == elf.ELFCLASS32 {
 		return nil, inputErr(path, "32-bit ELF kernels are not supported: need an ELF64 x86-64 image")
 	}
-	f, err := elf.NewFile(bytes.NewReader(b))
+	f, err := elf.NewFile(io.NewSectionReader(r, 0, size))
 	if err != nil {
 		return nil, inputErr(path, "bad ELF: %v", err)
 	}
@@ -134,7 +202,7 @@ func parseELF(path string, b []byte) (*Kernel, error) {
 		if p.Filesz > p.Memsz {
 			return nil, inputErr(path, "ELF segment %d: file size %d exceeds memory size %d", i, p.Filesz, p.Memsz)
 		}
-		if p.Off > uint64(len(b)) || p.Filesz > uint64(len(b))-p.Off {
+		if p.Off > uint64(size) || p.Filesz > uint64(size)-p.Off {
 			return nil, inputErr(path, "truncated ELF: segment %d extends past the end of the file", i)
 		}
 		end := p.Paddr + p.Memsz
@@ -144,7 +212,7 @@ func parseELF(path string, b []byte) (*Kernel, error) {
 		if p.Paddr < HighMemStart {
 			return nil, inputErr(path, "ELF segment %d at %#x is below 1 MiB, where the boot structures live", i, p.Paddr)
 		}
-		k.segments = append(k.segments, segment{paddr: p.Paddr, data: b[p.Off : p.Off+p.Filesz], memsz: p.Memsz})
+		k.segments = append(k.segments, segment{paddr: p.Paddr, src: r, off: int64(p.Off), filesz: p.Filesz, memsz: p.Memsz})
 		k.End = max(k.End, end)
 	}
 	if len(k.segments) == 0 {
@@ -195,8 +263,10 @@ func (k *Kernel) Load(mem *Memory) error {
 		if err != nil {
 			return fmt.Errorf("load %s: segment at %#x: %w", k.path, s.paddr, err)
 		}
-		n := copy(dst, s.data)
-		clear(dst[n:])
+		if _, err := s.src.ReadAt(dst[:s.filesz], s.off); err != nil {
+			return fmt.Errorf("load %s: read segment at file offset %#x: %w", k.path, s.off, err)
+		}
+		clear(dst[s.filesz:])
 	}
 	return nil
 }

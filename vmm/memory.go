@@ -111,6 +111,9 @@ func (m *Memory) Read(gpa uint64, b []byte) error {
 // TouchedBytes reports how much guest RAM is resident (mincore), for the
 // VMM-overhead measurement: process RSS minus this is the VMM's own cost.
 func (m *Memory) TouchedBytes() uint64 {
+	if len(m.mapping) == 0 {
+		return 0
+	}
 	page := uint64(unix.Getpagesize())
 	vec := make([]byte, (uint64(len(m.mapping))+page-1)/page)
 	_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m.mapping[0])), uintptr(len(m.mapping)), uintptr(unsafe.Pointer(&vec[0])))

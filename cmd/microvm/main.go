@@ -81,6 +81,7 @@ func commands() []command {
 		{"boot", "--kernel PATH [flags]", "boot a kernel with the serial console on this terminal", runBoot},
 		{"run", "[flags] -- CMD [ARGS...]", "boot the default guest, run CMD in it, exit with its status", runRun},
 		{"uname", "[flags]", "show the host's and a guest's kernel side by side", runUname},
+		{"bench", "[--runs N] [flags]", "boot the guest N times; boot timeline and VMM memory overhead", runBench},
 
 		{"check", "[--json]", "say whether this host can boot a guest, and how to fix it if not", runCheck},
 		{"compare", "[flags] [--json]", "container or VM? measure the VM side on this host", runCompare},

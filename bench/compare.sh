@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# microvm's benchmarks, in one run (`make bench`):
+#   - the exit path: the pio micro-guest's 100k port-I/O exits against a C
+#     loop doing the same KVM_RUN round trips (bench/pioloop.c);
+#   - `microvm bench`: boot timeline and VMM memory overhead;
+#   - microvm against gokvm (pinned pseudo-version, built with the Go
+#     toolchain from the module proxy) and against
+#     `qemu-system-x86_64 -M microvm -enable-kvm`, on the same kernel,
+#     initrd and command line, alternating: exec to guest init, exec to the
+#     VMM's exit after the guest resets, peak RSS; with ratios.
+#
+# Where this host's /dev/kvm can run Linux guests (scripts/kvm-mode.sh says
+# "direct") everything runs here. Otherwise it all runs inside one L1 of the
+# nested harness (tests/nested), and the output says so.
+#
+# Environment:
+#   BENCH_KERNEL=bzImage|vmlinux  which image of the same kernel build every
+#                        VMM boots (default bzImage; vmlinux: microvm's ELF
+#                        entry, QEMU's and gokvm's PVH entry, no decompressor)
+#   BENCH_ROUNDS=N       comparison rounds (default 3)
+#   BENCH_RUNS=N         microvm bench --runs (default 3)
+#   PIO_COUNT=N          exits per PIO run (default 100000)
+#   PIO_REPS=N           PIO runs per side (default 3)
+#   BENCH_PEERS="gokvm qemu"  which peers to compare against
+#   BENCH_TIMEOUT_MIN=N  limit for the first L1 run (default 40; each
+#                        comparison boot gets its own L1 and 6 minutes:
+#                        a frozen L1 is stopped and reported, the rest go on)
+#   PIO_PROFILE=FILE     write a CPU profile of microvm's PIO runs (direct mode only)
+#   MICROVM_FORCE_NESTED=1  use the nested harness even where direct works
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+GO=${GO:-go}
+CACHE=${MICROVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/microvm}
+export MICROVM_CACHE=$CACHE
+GOKVM_MODULE=github.com/bobuhiro11/gokvm
+GOKVM_VERSION=v0.0.8-0.20231003020000-f53faca69d28
+ROUNDS=${BENCH_ROUNDS:-3}
+RUNS=${BENCH_RUNS:-3}
+PEERS=${BENCH_PEERS:-gokvm qemu}
+TIMEOUT_MIN=${BENCH_TIMEOUT_MIN:-40}
+KIMG=${BENCH_KERNEL:-bzImage}
+
+log() { echo "bench: $*" >&2; }
+die() { log "$*"; exit 1; }
+for v in ROUNDS RUNS TIMEOUT_MIN; do
+	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
+done
+[[ $KIMG == bzImage || $KIMG == vmlinux ]] || die "BENCH_KERNEL must be bzImage or vmlinux (got '$KIMG')"
+
+source "$ROOT/scripts/kvm-mode.sh"
+log "KVM mode: $KVM_MODE ($KVM_MODE_REASON)"
+
+# --- dependencies -------------------------------------------------------------
+missing=()
+command -v gcc >/dev/null || missing+=(gcc)
+{ command -v ld >/dev/null && command -v objcopy >/dev/null; } || missing+=(binutils)
+[[ -e /usr/lib/x86_64-linux-gnu/libc.a ]] || missing+=(libc6-dev)
+[[ " $PEERS " != *" qemu "* && $KVM_MODE == direct ]] || command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+if ((${#missing[@]})); then
+	sudo=()
+	[[ $(id -u) == 0 ]] || sudo=(sudo)
+	log "installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	"${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
+		{ "${sudo[@]}" apt-get update >/dev/null && "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/microvm-bench.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+# --- build --------------------------------------------------------------------
+log "[1/4] kernel and initrd (cached after the first build)"
+make -s kernel
+make -s initrd
+KERNEL_RELEASE=$(<"$CACHE/kernel.release")
+
+log "[2/4] microvm, runner, pio micro-guest, C loop"
+CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/microvm" ./cmd/microvm
+CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/runner" ./bench/runner
+make -s -C tests/guests OUT="$WORK/guests" "$WORK/guests/pio.elf"
+gcc -O2 -Wall -Wextra -static -o "$WORK/pioloop" bench/pioloop.c
+
+runner_args=(--pio-count "${PIO_COUNT:-100000}" --pio-reps "${PIO_REPS:-3}"
+	--rounds "$ROUNDS" --bench-runs "$RUNS"
+	--kernel-name "Linux $KERNEL_RELEASE, the project's kernel/microvm.config, $KIMG")
+
+# gokvm: `go run module@version` would build exactly this; we build it once
+# (static) so the same binary can be copied into L1, which has no Go toolchain.
+if [[ " $PEERS " == *" gokvm "* ]]; then
+	log "[3/4] gokvm $GOKVM_VERSION (go install from the module proxy)"
+	GOBIN="$WORK" CGO_ENABLED=0 GOFLAGS=-trimpath "$GO" install "$GOKVM_MODULE@$GOKVM_VERSION" ||
+		die "building gokvm $GOKVM_VERSION failed"
+fi
+
+files=()
+if [[ $KVM_MODE == direct ]]; then
+	d=$WORK
+	kernel=$CACHE/$KIMG initrd=$CACHE/initrd.cpio pio=$WORK/guests/pio.elf
+	note="running directly on this host: $KVM_MODE_REASON"
+else
+	d=/bench
+	kernel=$d/$KIMG initrd=$d/initrd.cpio pio=$d/pio.elf
+	note="running inside the nested harness's L1 (QEMU TCG, -cpu max, kvm_amd), because $KVM_MODE_REASON: all numbers are nested, and slow"
+	for f in microvm runner pioloop gokvm; do
+		[[ -e $WORK/$f ]] && files+=(--file "$d/$f=$WORK/$f")
+	done
+	files+=(--file "$pio=$WORK/guests/pio.elf" --file "$kernel=$CACHE/$KIMG" --file "$initrd=$CACHE/initrd.cpio")
+fi
+runner_args+=(--note "$note" --microvm "$d/microvm" --pioloop "$d/pioloop" --pio-guest "$pio"
+	--kernel "$kernel" --initrd "$initrd")
+[[ " $PEERS " != *" gokvm "* ]] || runner_args+=(--gokvm "$d/gokvm")
+
+# QEMU inside L1 needs its binary, every library ldd lists (at the same
+# paths), and the microvm firmware and option ROMs.
+if [[ " $PEERS " == *" qemu "* ]]; then
+	qemu=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not found"
+	runner_args+=(--qemu "$qemu")
+	if [[ $KVM_MODE != direct ]]; then
+		log "[3/4] QEMU $("$qemu" --version | head -n1) and $(ldd "$qemu" | grep -c /) libraries for L1"
+		files+=(--file "$qemu=$qemu")
+		while read -r lib; do
+			files+=(--file "$lib=$lib")
+		done < <(ldd "$qemu" | grep -o '/[^ ]*' | sort -u)
+		for f in bios-microvm.bin qboot.rom linuxboot_dma.bin linuxboot.bin pvh.bin; do
+			[[ -e /usr/share/qemu/$f ]] || die "/usr/share/qemu/$f missing (apt-get install qemu-system-x86)"
+			files+=(--file "/usr/share/qemu/$f=/usr/share/qemu/$f")
+		done
+	fi
+fi
+[[ -z ${PIO_PROFILE:-} || $KVM_MODE != direct ]] || runner_args+=(--pio-cpuprofile "$PIO_PROFILE")
+
+log "[4/4] running the benchmarks ($KVM_MODE)"
+if [[ $KVM_MODE == direct ]]; then
+	"$WORK/runner" "${runner_args[@]}"
+	exit 0
+fi
+"$GO" build -o "$WORK/l1run" ./tests/nested/l1run
+CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/l1init" ./tests/nested/l1init
+
+# run_l1 ARGS...: the runner with runner_args plus ARGS, in a fresh L1.
+# L1's own kernel log lines and harness lines are dropped from the output;
+# everything is also kept in $WORK/bench.log for the final summary.
+run_l1() {
+	local timeout=$1 l1args=() a
+	shift
+	for a in "${runner_args[@]}" "$@"; do
+		l1args+=(--arg "$a")
+	done
+	"$WORK/l1run" \
+		--kernel "$CACHE/bzImage" \
+		--l1init "$WORK/l1init" \
+		--memory "${L1_MEMORY_MIB:-3072}" \
+		--cpus 1 \
+		--timeout "$timeout" \
+		"${files[@]}" \
+		--init "$d/runner" \
+		"${l1args[@]}" \
+		2>&1 | sed -u -e '/^\[ *[0-9.]*\] /d' -e '/^@@L1 /d' | tee -a "$WORK/bench.log"
+}
+: >"$WORK/bench.log"
+
+# The exit path, micro-guest start-up and microvm bench in one L1.
+run_l1 "${TIMEOUT_MIN}m" --rounds 0 || echo "bench: the exit-path and microvm bench L1 run failed (see above)"
+
+# The comparison: one fresh L1 per boot. Under QEMU TCG an L1 that has
+# already run Linux guests was seen to freeze while starting the next one
+# (tests/run.sh does the same for its Linux tests), which would stop the
+# whole comparison.
+vmms=(microvm $PEERS)
+n=${#vmms[@]}
+if ((ROUNDS > 0)); then
+	echo
+	echo "== comparison: ${vmms[*]}, $ROUNDS rounds, order rotating each round, each boot in a fresh L1"
+fi
+for ((r = 1; r <= ROUNDS; r++)); do
+	for ((k = 0; k < n; k++)); do
+		v=${vmms[(k + r - 1) % n]}
+		run_l1 6m --pio-guest "" --bench-runs 0 --only "$v" --round "$r" ||
+			echo "bench: round $r: $v: the L1 run failed (see above)"
+	done
+done
+if ((ROUNDS > 0)); then
+	"$WORK/runner" "${runner_args[@]}" --summarize "$WORK/bench.log"
+fi
