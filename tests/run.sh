@@ -84,8 +84,10 @@ summarize() {
 	tr -d '\r' <"$1" | awk '
 		/^--- PASS/ { p++ } /^--- FAIL/ { f++ } /^--- SKIP/ { s++ }
 		/^l1run: / && !/payload exited/ { lost++ }
+		/^run.sh: harness retry/ { retry++ }
 		END {
 			printf "vm-tests: %d passed, %d failed, %d skipped\n", p, f, s
+			if (retry) printf "vm-tests: %d group(s) retried after an L1 stall\n", retry
 			if (lost) printf "vm-tests: %d L1 run(s) ended without a test result (see l1run lines above)\n", lost
 		}'
 }
@@ -146,10 +148,10 @@ if [[ -d tests/testdata ]]; then
 	dir=$l1/src/tests
 fi
 
-# One L1 per Linux-boot test: under QEMU TCG, an L1 that has already run one
-# Linux L2 sometimes freezes while starting the next (seen 3 times in ~15
-# runs; micro-guests are not affected). A fresh L1 costs ~5 s and makes each
-# test independent. Everything else shares one L1.
+# One L1 per Linux-boot test, so each test starts from a known L1. Guests
+# with 2 vCPUs get an L1 with 2 CPUs: in a 1-CPU L1 a guest vCPU spinning
+# for an IPI from its sibling can starve L1 for good under QEMU TCG (see
+# tests/nested/NOTES.md). Everything else shares one L1.
 names=$("$WORK/tests.test" -test.list '.*' | grep -E "${TESTS_RUN:-.}" || true)
 linux=$(grep '^TestLinux' <<<"$names" || true)
 other=$(grep -v '^TestLinux' <<<"$names" | paste -sd'|' || true)
@@ -157,18 +159,14 @@ groups=()
 [[ -z $other ]] || groups+=("^($other)\$")
 for n in $linux; do groups+=("^$n\$"); done
 [[ ${#groups[@]} -gt 0 ]] || die "no tests match TESTS_RUN=${TESTS_RUN:-}"
-rc=0
-: >"$WORK/test.log"
-for g in "${groups[@]}"; do
-	gt=${GROUP_TIMEOUT_MIN:-8}
-	# The density test runs 20 Linux guests at once on L1's one CPU: about
-	# 3 minutes alone, over 7 on a busy host (its own guard is 15 min).
-	[[ $g != *Density* || $gt -ge 18 ]] || gt=18
+# run_group GROUP LIMIT_MIN CPUS: one L1 running the tests matching GROUP.
+run_group() {
+	local g=$1 gt=$2 cpus=$3
 	"$WORK/l1run" \
 		--kernel "$CACHE/bzImage" \
 		--l1init "$WORK/l1init" \
 		--memory "${L1_MEMORY_MIB:-4096}" \
-		--cpus "${L1_CPUS:-1}" \
+		--cpus "$cpus" \
 		${L1_APPEND:+--append "$L1_APPEND"} \
 		${L1_MONITOR:+--monitor "$L1_MONITOR"} \
 		--timeout "${gt}m" \
@@ -186,7 +184,33 @@ for g in "${groups[@]}"; do
 		--env "MICROVM_DENSITY_N=${MICROVM_DENSITY_N:-}" \
 		--init "$l1/tests.test" \
 		--arg -test.v --arg -test.count=1 --arg "-test.timeout=$((gt - 2))m" \
-		--arg "-test.run=$g" 2>&1 | tee -a "$WORK/test.log" || rc=1
+		--arg "-test.run=$g" 2>&1 | tee "$WORK/group.log"
+}
+
+rc=0
+: >"$WORK/test.log"
+for g in "${groups[@]}"; do
+	gt=${GROUP_TIMEOUT_MIN:-8}
+	# The density test runs 20 Linux guests at once on L1's one CPU: about
+	# 3 minutes alone, over 7 on a busy host (its own guard is 15 min).
+	[[ $g != *Density* || $gt -ge 18 ]] || gt=18
+	# 21 sequential boots.
+	[[ $g != *Durability* || $gt -ge 14 ]] || gt=14
+	cpus=${L1_CPUS:-1}
+	[[ $g != *SMP* || $cpus -ge 2 ]] || cpus=2
+	grc=0
+	run_group "$g" "$gt" "$cpus" || grc=1
+	if ! grep -q '@@L1-EXIT' "$WORK/group.log"; then
+		# No result at all: L1 itself stopped (a QEMU TCG nested-SVM stall,
+		# tests/nested/NOTES.md), not a test verdict. Say so and run the
+		# group once more in a fresh L1; a second stall fails the run.
+		log "L1 for ${g} ended without a result (nested harness stall); retrying once in a fresh L1"
+		echo "run.sh: harness retry for ${g}" >>"$WORK/test.log"
+		grc=0
+		run_group "$g" "$gt" "$cpus" || grc=1
+	fi
+	cat "$WORK/group.log" >>"$WORK/test.log"
+	((grc == 0)) || rc=1
 done
 summarize "$WORK/test.log"
 exit "$rc"
