@@ -71,7 +71,8 @@ func TestAPIMicroGuest(t *testing.T) {
 		if err != nil || res.Reason != microvm.ExitReset || res.ExitCode != 0 {
 			t.Fatalf("result %+v, err %v", res, err)
 		}
-		wantLines(t, out.String(), "microguest: hello", "cmdline: api=yes")
+		// The VMM appends its virtio-mmio announcement (virtio-rng).
+		wantLines(t, out.String(), "microguest: hello", "cmdline: api=yes virtio_mmio.device=4K@0xd0000000:5")
 		phases := map[microvm.Phase]bool{}
 		for _, m := range res.Timeline {
 			phases[m.Phase] = true

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"sort"
+
+	"golang.org/x/sys/unix"
 )
 
 // Kernel is a parsed, validated kernel image ready to be placed in guest RAM.
@@ -89,8 +91,31 @@ func openInput(what, path string) (*os.File, int64, error) {
 	if err != nil {
 		return nil, 0, inputErr(what, "%s: cannot read: %v", path, errors.Unwrap(err))
 	}
-	return f, st.Size(), nil
+	if st.Mode().IsRegular() {
+		return f, st.Size(), nil
+	}
+	// A pipe or FIFO (--kernel <(curl ...)) has no size and no ReadAt:
+	// take it into an anonymous memory file first.
+	defer f.Close()
+	fd, err := unix.MemfdCreate("microvm-input", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s %s: memfd_create: %w", what, path, err)
+	}
+	mf := os.NewFile(uintptr(fd), path)
+	n, err := io.Copy(mf, io.LimitReader(f, maxStreamInput+1))
+	switch {
+	case err != nil:
+		mf.Close()
+		return nil, 0, inputErr(what, "%s: cannot read: %v", path, err)
+	case n > maxStreamInput:
+		mf.Close()
+		return nil, 0, inputErr(what, "%s: a stream over %d GiB", path, maxStreamInput>>30)
+	}
+	return mf, n, nil
 }
+
+// maxStreamInput bounds a kernel or initrd read from a pipe.
+const maxStreamInput = 4 << 30
 
 // ParseKernel validates a bzImage or ELF64 image. path is used in errors only.
 func ParseKernel(path string, b []byte) (*Kernel, error) {
