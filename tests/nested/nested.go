@@ -173,6 +173,11 @@ func qemuArgs(cfg *Config, initrd string) []string {
 		// to the jiffies clock.
 		cmdline += " tsc_early_khz=" + strconv.Itoa(khz) + " tsc=reliable"
 	}
+	// idle=poll: an L1 whose CPU halted while its only runnable work was
+	// an L2 vCPU blocked in HLT was seen to sleep for good (QEMU's CPU time
+	// frozen), its next timer interrupt never waking it. An L1 that never
+	// halts keeps TCG running and its timers firing.
+	cmdline += " idle=poll"
 	if cfg.KernelArgs != "" {
 		cmdline += " " + cfg.KernelArgs
 	}
