@@ -198,9 +198,6 @@ for g in "${groups[@]}"; do
 	[[ $g != *Durability* || $gt -ge 14 ]] || gt=14
 	cpus=${L1_CPUS:-1}
 	[[ $g != *SMP* || $cpus -ge 2 ]] || cpus=2
-	# 20 guests starting at once stalled a 1-CPU L1 (QEMU at 100%, no guest
-	# progress in 11 min) or crawled (11m32s); a 2-CPU L1 ran them in 1m28s.
-	[[ $g != *Density* || $cpus -ge 2 ]] || cpus=2
 	grc=0
 	run_group "$g" "$gt" "$cpus" || grc=1
 	if ! grep -q '@@L1-EXIT' "$WORK/group.log"; then
