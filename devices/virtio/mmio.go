@@ -359,14 +359,7 @@ func (t *MMIO) failLocked(reason string) {
 // waiting for Run to return, because a failing device takes it to record
 // the failure.
 func (t *MMIO) resetLocked() {
-	if t.cancel != nil {
-		t.cancel()
-		done := t.done
-		t.mu.Unlock()
-		<-done
-		t.mu.Lock()
-		t.cancel, t.done = nil, nil
-	}
+	t.stopLocked()
 	t.status, t.devFeatSel, t.drvFeatSel, t.drvFeatures, t.queueSel = 0, 0, 0, 0, 0
 	for _, q := range t.queues {
 		q.reset()
@@ -384,6 +377,12 @@ func (t *MMIO) resetLocked() {
 func (t *MMIO) Close() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.stopLocked()
+}
+
+// stopLocked cancels the device's Run and waits for it, dropping t.mu
+// meanwhile (a failing device takes it to record the failure).
+func (t *MMIO) stopLocked() {
 	if t.cancel != nil {
 		t.cancel()
 		done := t.done
