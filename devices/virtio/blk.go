@@ -126,35 +126,15 @@ func parseBlkRequest(c *Chain) (blkRequest, error) {
 
 // Run serves requests one at a time, in order.
 func (b *Block) Run(ctx context.Context, qs *Queues) error {
-	q := qs.Q[0]
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-qs.Notify(0):
+	return serveQueue(ctx, qs, 0, func(c *Chain) (uint32, error) {
+		r, err := parseBlkRequest(c)
+		if err != nil {
+			return 0, err
 		}
-		served := false
-		for {
-			c, ok, err := q.Pop(qs.Mem)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				break
-			}
-			r, err := parseBlkRequest(&c)
-			if err != nil {
-				return err
-			}
-			st, n := b.do(&r)
-			r.status[0] = st
-			q.Push(c.Head, uint32(n)+1)
-			served = true
-		}
-		if served {
-			qs.Signal(0)
-		}
-	}
+		st, n := b.do(&r)
+		r.status[0] = st
+		return uint32(n) + 1, nil
+	})
 }
 
 // do performs one request and returns its status and the data bytes

@@ -6,6 +6,7 @@
 package virtio
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"sync/atomic"
@@ -293,4 +294,37 @@ func sub(bufs [][]byte, off, n int) [][]byte {
 		n -= len(b)
 	}
 	return out
+}
+
+// serveQueue is the loop of a device with one request queue: on each
+// notification it answers every available chain with handle (which returns
+// the bytes written to the chain) and then signals the driver once.
+func serveQueue(ctx context.Context, qs *Queues, i int, handle func(*Chain) (uint32, error)) error {
+	q := qs.Q[i]
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-qs.Notify(i):
+		}
+		served := false
+		for {
+			c, ok, err := q.Pop(qs.Mem)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				break
+			}
+			n, err := handle(&c)
+			if err != nil {
+				return err
+			}
+			q.Push(c.Head, n)
+			served = true
+		}
+		if served {
+			qs.Signal(i)
+		}
+	}
 }

@@ -40,31 +40,8 @@ func fill(bufs [][]byte) (int, error) {
 
 // Run fills every writable buffer the driver offers with random bytes.
 func (RNG) Run(ctx context.Context, qs *Queues) error {
-	q := qs.Q[0]
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-qs.Notify(0):
-		}
-		served := false
-		for {
-			c, ok, err := q.Pop(qs.Mem)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				break
-			}
-			n, err := fill(sub(c.W, 0, rngMaxChunk))
-			if err != nil {
-				return err
-			}
-			q.Push(c.Head, uint32(n))
-			served = true
-		}
-		if served {
-			qs.Signal(0)
-		}
-	}
+	return serveQueue(ctx, qs, 0, func(c *Chain) (uint32, error) {
+		n, err := fill(sub(c.W, 0, rngMaxChunk))
+		return uint32(n), err
+	})
 }
