@@ -70,6 +70,15 @@ type Config struct {
 	L1Init string
 	// QEMU is the QEMU binary (default qemu-system-x86_64 from PATH).
 	QEMU string
+	// Heartbeat is how often L1 prints a heartbeat line while the payload
+	// runs (default 10 s; negative turns heartbeats and stall detection
+	// off).
+	Heartbeat time.Duration
+	// StallAfter ends the run as stalled when no heartbeat has arrived
+	// for this long once the payload started (default 6 heartbeats). A
+	// frozen L1 (tests/nested/NOTES.md) then costs a minute, not the
+	// whole Timeout, and the error names L1's RIP.
+	StallAfter time.Duration
 }
 
 // Result is the outcome of a run that reached the payload's end.
@@ -104,6 +113,8 @@ type l1Config struct {
 	Dir        string   `json:"dir,omitempty"`
 	TimeoutMS  int64    `json:"timeout_ms,omitempty"`
 	RequireKVM bool     `json:"require_kvm"`
+	// HeartbeatMS is read by l1init (heartbeat.go there).
+	HeartbeatMS int64 `json:"heartbeat_ms,omitempty"`
 }
 
 // Markers printed by l1init.
@@ -111,6 +122,7 @@ const (
 	markerStart      = "@@L1 start"
 	markerKVMMissing = "@@L1 kvm missing"
 	markerExit       = "@@L1-EXIT"
+	markerHeartbeat  = "@@L1-HB"
 )
 
 // ExitKVMMissing is the code l1init reports when /dev/kvm is missing and
@@ -145,6 +157,12 @@ func (cfg *Config) defaults() {
 	}
 	if cfg.QEMU == "" {
 		cfg.QEMU = "qemu-system-x86_64"
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = 10 * time.Second
+	}
+	if cfg.StallAfter <= 0 {
+		cfg.StallAfter = 6 * cfg.Heartbeat
 	}
 }
 
@@ -292,6 +310,9 @@ func writeInitramfs(dst string, cfg *Config, l1init string) error {
 		TimeoutMS:  payloadTimeout(cfg.Timeout).Milliseconds(),
 		RequireKVM: !cfg.AllowNoKVM,
 	}
+	if cfg.Heartbeat > 0 {
+		lc.HeartbeatMS = cfg.Heartbeat.Milliseconds()
+	}
 	js, err := json.MarshalIndent(lc, "", "  ")
 	if err != nil {
 		return err
@@ -342,6 +363,9 @@ type console struct {
 	exited  chan struct{} // closed when the exit marker has been seen
 	once    sync.Once
 	started bool
+	// alive is when the payload started or L1 last printed a heartbeat.
+	alive     time.Time
+	heartbeat string // the last heartbeat line
 }
 
 func (c *console) Write(p []byte) (int, error) {
@@ -358,6 +382,11 @@ func (c *console) Write(p []byte) (int, error) {
 		}
 		if bytes.Contains(c.line, []byte(markerStart)) {
 			c.started = true
+			c.alive = time.Now()
+		}
+		if i := bytes.Index(c.line, []byte(markerHeartbeat)); i >= 0 {
+			c.alive = time.Now()
+			c.heartbeat = strings.TrimSpace(string(c.line[i:]))
 		}
 		if exitRE.Match(c.line) {
 			c.once.Do(func() { close(c.exited) })
@@ -373,6 +402,17 @@ func (c *console) bytes() []byte {
 	return append([]byte(nil), c.buf.Bytes()...)
 }
 
+// silent reports how long L1 has gone without a sign of life since the
+// payload started (0 before it started), and the last heartbeat.
+func (c *console) silent() (time.Duration, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.started {
+		return 0, ""
+	}
+	return time.Since(c.alive), c.heartbeat
+}
+
 func tail(out []byte, n int) []string {
 	s := strings.ReplaceAll(string(out), "\r", "")
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
@@ -385,11 +425,39 @@ func tail(out []byte, n int) []string {
 	return lines
 }
 
+// stallReason describes a stalled L1: how long it was silent, its last
+// heartbeat, and where its CPUs are, sampled twice through the monitor to
+// tell a CPU stuck on one instruction loop from one that still moves.
+func stallReason(cfg *Config, quiet time.Duration, last string) string {
+	r := fmt.Sprintf("L1 stalled: no heartbeat for %.0fs", quiet.Seconds())
+	if last != "" {
+		r += " (last: " + last + ")"
+	}
+	var samples []string
+	for i := 0; i < 2; i++ {
+		if i > 0 {
+			time.Sleep(time.Second)
+		}
+		regs, err := monitorCmd(cfg.Monitor, "info registers -a", 5*time.Second)
+		if err != nil {
+			samples = append(samples, "monitor: "+err.Error())
+			break
+		}
+		samples = append(samples, cpuState(regs))
+	}
+	r += "; L1 CPU state: " + strings.Join(samples, " | then ")
+	return r
+}
+
 // exitGrace is how long QEMU may take to exit after the exit marker.
 const exitGrace = 20 * time.Second
 
 func runQEMU(ctx context.Context, cfg *Config, qemu, initrd string) (Result, error) {
 	con := &console{out: cfg.Console, exited: make(chan struct{})}
+	if cfg.Monitor == "" && cfg.Heartbeat > 0 {
+		// Always reachable, so a stall can be diagnosed.
+		cfg.Monitor = filepath.Join(filepath.Dir(initrd), "monitor.sock")
+	}
 	cmd := exec.Command(qemu, qemuArgs(cfg, initrd)...)
 	cmd.Stdin = nil // /dev/null: keeps QEMU off the terminal
 	cmd.Stdout = con
@@ -411,9 +479,24 @@ func runQEMU(ctx context.Context, cfg *Config, qemu, initrd string) (Result, err
 	var waitErr error
 	exitSeen := con.exited
 	var grace <-chan time.Time
+	var watch <-chan time.Time
+	if cfg.Heartbeat > 0 {
+		t := time.NewTicker(cfg.Heartbeat / 2)
+		defer t.Stop()
+		watch = t.C
+	}
 loop:
 	for {
 		select {
+		case <-watch:
+			quiet, last := con.silent()
+			if quiet < cfg.StallAfter || exitSeen == nil {
+				continue
+			}
+			reason = stallReason(cfg, quiet, last)
+			kill()
+			waitErr = <-done
+			break loop
 		case waitErr = <-done:
 			break loop
 		case <-exitSeen:

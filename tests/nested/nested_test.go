@@ -2,6 +2,7 @@ package nested
 
 import (
 	"bytes"
+	"errors"
 	"context"
 	"os"
 	"os/exec"
@@ -293,5 +294,42 @@ func main() { _, err := os.Stat("/dev/kvm"); fmt.Println("payload kvm err:", err
 	}
 	if !strings.Contains(string(res.Output), "payload kvm err: <nil> [a b] bar") {
 		t.Errorf("payload output missing:\n%s", res.Output)
+	}
+}
+
+// TestStallDetected: an "L1" (a stand-in for QEMU that starts the payload,
+// beats twice and then goes silent, as a frozen L1 does) is ended as
+// stalled after StallAfter, not after Timeout, and the error says so with
+// the last heartbeat.
+func TestStallDetected(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "qemu")
+	os.WriteFile(fake, []byte("#!/bin/sh\necho '@@L1 start'\necho '@@L1-HB t=1.0 vms=0 []'\nsleep 0.2\necho '@@L1-HB t=2.0 vms=1 [7:R:0.5s]'\nexec sleep 600\n"), 0o755)
+	kernel := filepath.Join(dir, "bzImage")
+	os.WriteFile(kernel, []byte("x"), 0o644)
+	l1init := filepath.Join(dir, "l1init")
+	os.WriteFile(l1init, []byte("x"), 0o755)
+	start := time.Now()
+	_, err := Run(context.Background(), Config{
+		Kernel: kernel, Init: "/x", L1Init: l1init, QEMU: fake,
+		Timeout: 5 * time.Minute, Heartbeat: 200 * time.Millisecond, StallAfter: time.Second,
+	})
+	var ne *Error
+	if !errors.As(err, &ne) || !strings.Contains(ne.Reason, "L1 stalled: no heartbeat for") ||
+		!strings.Contains(ne.Reason, "t=2.0 vms=1 [7:R:0.5s]") || !strings.Contains(ne.Reason, "monitor:") {
+		t.Fatalf("err = %v, want a stall naming the last heartbeat and the monitor", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("stall reported after %v, want about StallAfter (1s)", d)
+	}
+}
+
+func TestCPUState(t *testing.T) {
+	regs := "CPU#0\nRAX=0000000000000000 RBX=ffff88800f300000\nRIP=ffffffff8103c2d2 RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0\n" +
+		"ES =0000 0000000000000000 00000000 00000000\nGS =0000 ffff88800f300000 00000000 00000000\n" +
+		"CPU#1\nRIP=00007f0000001000 RFL=00000202 [-------] CPL=3 II=0 A20=1 SMM=0 HLT=1\nGS =0000 0000000000000000 00000000 00000000\n"
+	want := "RIP=ffffffff8103c2d2 CPL=0 GS.base=ffff88800f300000; RIP=00007f0000001000 CPL=3 GS.base=0000000000000000"
+	if got := cpuState(regs); got != want {
+		t.Errorf("cpuState = %q\nwant %q", got, want)
 	}
 }

@@ -25,6 +25,9 @@ type config struct {
 	Dir        string   `json:"dir"`
 	TimeoutMS  int64    `json:"timeout_ms"`
 	RequireKVM bool     `json:"require_kvm"`
+	// HeartbeatMS, if set, makes l1init print a heartbeat line that often
+	// while the payload runs (see heartbeat.go).
+	HeartbeatMS int64 `json:"heartbeat_ms"`
 }
 
 const (
@@ -117,6 +120,11 @@ func run(cfg *config) int {
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	if cfg.HeartbeatMS > 0 {
+		stop := make(chan struct{})
+		defer close(stop)
+		go heartbeat(time.Duration(cfg.HeartbeatMS)*time.Millisecond, stop)
+	}
 	var timeout <-chan time.Time
 	if cfg.TimeoutMS > 0 {
 		timeout = time.After(time.Duration(cfg.TimeoutMS) * time.Millisecond)

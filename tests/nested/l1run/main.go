@@ -47,6 +47,8 @@ func main() {
 	flag.StringVar(&cfg.QEMU, "qemu", "", "QEMU binary (default qemu-system-x86_64)")
 	flag.StringVar(&cfg.KernelArgs, "append", "", "extra L1 kernel command line")
 	flag.StringVar(&cfg.Monitor, "monitor", "", "Unix socket `path` for QEMU's monitor (debugging a stuck L1)")
+	flag.DurationVar(&cfg.Heartbeat, "heartbeat", 10*time.Second, "L1 heartbeat period while the program runs (negative: none, and no stall detection)")
+	flag.DurationVar(&cfg.StallAfter, "stall-after", 0, "end the run as stalled after this long without a heartbeat (default 6 heartbeats)")
 	flag.BoolVar(&cfg.AllowNoKVM, "allow-no-kvm", false, "run the program even if L1 has no /dev/kvm")
 	flag.Parse()
 	if flag.NArg() > 0 {
