@@ -6,7 +6,7 @@ CACHE     ?= $(or $(MICROVM_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/microv
 BIN       := bin/microvm
 export MICROVM_CACHE := $(CACHE)
 
-.PHONY: all build kernel initrd test test-unit test-vm test-nested bench-density demo vet clean bench compare-bench
+.PHONY: all build kernel initrd test test-unit test-vm test-nested bench-density soak demo vet clean bench compare-bench
 
 all: build
 
@@ -54,6 +54,14 @@ DENSITY_N ?= 50
 bench-density: build
 	MICROVM_DENSITY_N=$(DENSITY_N) L1_MEMORY_MIB=$${L1_MEMORY_MIB:-8192} GROUP_TIMEOUT_MIN=$${GROUP_TIMEOUT_MIN:-40} \
 		TESTS_TIMEOUT_MIN=45 TESTS_RUN='^TestLinuxDensity$$' ./tests/run.sh
+
+# The harness's stall probe (tests/soak_test.go): SOAK_N sequential (or
+# SOAK_PARALLEL at a time) `microvm run -- true` in one L1, each with a 60 s
+# watchdog. L1_APPEND=... tries an L1 kernel parameter; see tests/nested/NOTES.md.
+SOAK_N ?= 50
+soak: build
+	MICROVM_SOAK_N=$(SOAK_N) MICROVM_SOAK_PARALLEL=$${SOAK_PARALLEL:-1} MICROVM_SOAK_CPUS=$${SOAK_CPUS:-1} \
+		GROUP_TIMEOUT_MIN=$${GROUP_TIMEOUT_MIN:-60} TESTS_RUN='^TestLinuxSoak$$' ./tests/run.sh
 
 # Benchmarks (not part of `make test`): the PIO exit path against a C loop,
 # `microvm bench`, and microvm against gokvm and QEMU -M microvm; inside the

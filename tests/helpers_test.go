@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -101,4 +102,18 @@ func runMicrovm(t *testing.T, limit time.Duration, args ...string) result {
 		t.Fatalf("microvm %v did not exit within %v\nstdout:\n%s\nstderr:\n%s", args, limit, r.stdout, r.stderr)
 	}
 	return r
+}
+
+// envInt reads a positive whole number from the environment, def if unset.
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 1 {
+		t.Fatalf("%s=%q: want a positive number", name, s)
+	}
+	return v
 }

@@ -121,8 +121,6 @@ CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/l1init" ./tests/nested/l1init
 
 # Layout inside L1: everything under /microvm, scratch in /tmp (tmpfs).
 l1=/microvm
-test_args=(--arg -test.v --arg -test.count=1 --arg "-test.timeout=$((TIMEOUT_MIN - 2))m")
-[[ -z ${TESTS_RUN:-} ]] || test_args+=(--arg "-test.run=$TESTS_RUN")
 files=(
 	--file "$l1/microvm=$MICROVM_BIN"
 	--file "$l1/guests=$WORK/guests"
@@ -148,25 +146,42 @@ if [[ -d tests/testdata ]]; then
 	dir=$l1/src/tests
 fi
 
-# One L1 per Linux-boot test, so each test starts from a known L1. Guests
-# with 2 vCPUs get an L1 with 2 CPUs: in a 1-CPU L1 a guest vCPU spinning
-# for an IPI from its sibling can starve L1 for good under QEMU TCG (see
-# tests/nested/NOTES.md). Everything else shares one L1.
-names=$("$WORK/tests.test" -test.list '.*' | grep -E "${TESTS_RUN:-.}" || true)
-linux=$(grep '^TestLinux' <<<"$names" || true)
-other=$(grep -v '^TestLinux' <<<"$names" | paste -sd'|' || true)
-groups=()
-[[ -z $other ]] || groups+=("^($other)\$")
-for n in $linux; do groups+=("^$n\$"); done
-[[ ${#groups[@]} -gt 0 ]] || die "no tests match TESTS_RUN=${TESTS_RUN:-}"
-# run_group GROUP LIMIT_MIN CPUS: one L1 running the tests matching GROUP.
+# Which tests run in which L1, with its CPUs and time limit, is declared
+# next to the tests (l1Plan in tests/plan_test.go); every test must be in
+# exactly one group.
+names=$("$WORK/tests.test" -test.list '.*')
+plan=$(MICROVM_PRINT_L1PLAN=1 "$WORK/tests.test")
+for n in $names; do
+	k=$(awk -v n="$n" '{ if (n ~ $4) c++ } END { print c+0 }' <<<"$plan")
+	[[ $k == 1 ]] || die "$n is in $k groups of l1Plan (tests/plan_test.go); want exactly 1"
+done
+group_re=() group_cpus=() group_min=()
+while read -r cpus mins optin re; do
+	[[ $optin == false || -n ${TESTS_RUN:-} ]] || continue
+	sel=$(grep -E "$re" <<<"$names" | grep -E "${TESTS_RUN:-.}" | paste -sd'|' || true)
+	[[ -n $sel ]] || continue
+	group_re+=("^($sel)\$")
+	group_cpus+=("${L1_CPUS:-$cpus}")
+	group_min+=("${GROUP_TIMEOUT_MIN:-$mins}")
+done <<<"$plan"
+ngroups=${#group_re[@]}
+((ngroups > 0)) || die "no tests match TESTS_RUN=${TESTS_RUN:-}"
+
+# The tests' own knobs (sizes of the density, durability and soak runs)
+# pass through to L1.
+knobs=()
+for v in $(compgen -e | grep -E '^MICROVM_(DENSITY|DURABILITY|SOAK)_' || true); do
+	knobs+=(--env "$v=${!v}")
+done
+
+# run_group IDX LOG: one L1 running group IDX's tests, console to LOG.
 run_group() {
-	local g=$1 gt=$2 cpus=$3
+	local i=$1 gt=${group_min[$1]}
 	"$WORK/l1run" \
 		--kernel "$CACHE/bzImage" \
 		--l1init "$WORK/l1init" \
 		--memory "${L1_MEMORY_MIB:-4096}" \
-		--cpus "$cpus" \
+		--cpus "${group_cpus[$i]}" \
 		${L1_APPEND:+--append "$L1_APPEND"} \
 		${L1_MONITOR:+--monitor "$L1_MONITOR"} \
 		--timeout "${gt}m" \
@@ -181,36 +196,83 @@ run_group() {
 		--env "MICROVM_HOST_RELEASE=$(uname -r)" \
 		--env "MICROVM_TMP=/tmp" \
 		--env "MICROVM_NESTED=1" \
-		--env "MICROVM_DENSITY_N=${MICROVM_DENSITY_N:-}" \
+		"${knobs[@]}" \
 		--init "$l1/tests.test" \
 		--arg -test.v --arg -test.count=1 --arg "-test.timeout=$((gt - 2))m" \
-		--arg "-test.run=$g" 2>&1 | tee "$WORK/group.log"
+		--arg "-test.run=${group_re[$i]}" >"$2" 2>&1
 }
 
-rc=0
-: >"$WORK/test.log"
-for g in "${groups[@]}"; do
-	gt=${GROUP_TIMEOUT_MIN:-8}
-	# The density test runs 20 Linux guests at once on L1's one CPU: about
-	# 3 minutes alone, over 7 on a busy host (its own guard is 15 min).
-	[[ $g != *Density* || $gt -ge 18 ]] || gt=18
-	# 21 sequential boots.
-	[[ $g != *Durability* || $gt -ge 14 ]] || gt=14
-	cpus=${L1_CPUS:-1}
-	[[ $g != *SMP* || $cpus -ge 2 ]] || cpus=2
-	grc=0
-	run_group "$g" "$gt" "$cpus" || grc=1
-	if ! grep -q '@@L1-EXIT' "$WORK/group.log"; then
-		# No result at all: L1 itself stopped (a QEMU TCG nested-SVM stall,
-		# tests/nested/NOTES.md), not a test verdict. Say so and run the
-		# group once more in a fresh L1; a second stall fails the run.
-		log "L1 for ${g} ended without a result (nested harness stall); retrying once in a fresh L1"
-		echo "run.sh: harness retry for ${g}" >>"$WORK/test.log"
+# group IDX: run it, and once more in a fresh L1 if L1 itself stopped
+# without a result (a stall, tests/nested/NOTES.md) rather than giving a
+# test verdict. Leaves the log in g.IDX.log and "rc seconds retried" in
+# g.IDX.rc.
+group() {
+	local i=$1 t0=$SECONDS grc=0 retried=0
+	run_group "$i" "$WORK/g.$i.log" || grc=$?
+	if ! grep -q '@@L1-EXIT' "$WORK/g.$i.log"; then
+		retried=1
+		mv "$WORK/g.$i.log" "$WORK/g.$i.stall1.log"
 		grc=0
-		run_group "$g" "$gt" "$cpus" || grc=1
+		run_group "$i" "$WORK/g.$i.log" || grc=$?
 	fi
-	cat "$WORK/group.log" >>"$WORK/test.log"
-	((grc == 0)) || rc=1
+	echo "$grc $((SECONDS - t0)) $retried" >"$WORK/g.$i.rc"
+}
+
+# report IDX: the finished group's output, heartbeats left out unless it
+# failed or stalled, and the diagnosis of any stall.
+report() {
+	local i=$1 grc secs retried verdict
+	read -r grc secs retried <"$WORK/g.$i.rc"
+	for f in "$WORK/g.$i.stall1.log" "$WORK/g.$i.log"; do
+		[[ -f $f ]] || continue
+		if grep -q '@@L1-EXIT' "$f"; then
+			if ((grc == 0)); then grep -v '@@L1-HB' "$f"; else cat "$f"; fi
+		else
+			grep -v '@@L1-HB' "$f" | tail -n 40
+			log "L1 for ${group_re[$i]} ended without a result; its last heartbeats:"
+			grep '@@L1-HB' "$f" | tail -n 3 >&2 || true
+		fi
+	done
+	((retried == 0)) || echo "run.sh: harness retry for ${group_re[$i]}"
+	verdict=pass
+	((grc == 0)) || verdict="FAIL (exit $grc)"
+	printf 'run.sh: [%d/%d] %s: %s in %ds%s\n' $((i + 1)) "$ngroups" "${group_re[$i]}" "$verdict" "$secs" \
+		"$( ((retried == 0)) || echo ", after one stall")" | tee -a "$WORK/times.txt" >&2
+	return "$grc"
+}
+
+# Up to L1_JOBS L1s at once (default 2, one per host core: each 1-CPU L1
+# is one QEMU TCG thread). 2-CPU groups count twice.
+jobs_max=${L1_JOBS:-2}
+rc=0 busy=0 next=0
+declare -A pid_group=()
+: >"$WORK/test.log"
+: >"$WORK/times.txt"
+t_all=$SECONDS
+while ((next < ngroups || busy > 0)); do
+	if ((next < ngroups)); then
+		need=${group_cpus[$next]}
+		((need <= jobs_max)) || need=$jobs_max
+		if ((busy + need <= jobs_max)); then
+			log "start [$((next + 1))/$ngroups] ${group_re[$next]} (${group_cpus[$next]} CPU, limit ${group_min[$next]} min)"
+			group "$next" &
+			pid_group[$!]=$next
+			busy=$((busy + need))
+			next=$((next + 1))
+			continue
+		fi
+	fi
+	wait -n -p done_pid "${!pid_group[@]}" || true
+	i=${pid_group[$done_pid]}
+	unset "pid_group[$done_pid]"
+	need=${group_cpus[$i]}
+	((need <= jobs_max)) || need=$jobs_max
+	busy=$((busy - need))
+	report "$i" >"$WORK/g.$i.out" || rc=1
+	cat "$WORK/g.$i.out"
+	cat "$WORK/g.$i.out" >>"$WORK/test.log"
 done
+log "all groups done in $((SECONDS - t_all))s:"
+cat "$WORK/times.txt" >&2
 summarize "$WORK/test.log"
 exit "$rc"

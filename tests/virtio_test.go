@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -52,17 +51,10 @@ func fileSHA(t *testing.T, p string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// durabilityLoops is 20 by default; MICROVM_DURABILITY_LOOPS=100 makes a soak.
-func durabilityLoops(t *testing.T) int {
-	if s := os.Getenv("MICROVM_DURABILITY_LOOPS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("MICROVM_DURABILITY_LOOPS=%q: want a positive number", s)
-		}
-		return n
-	}
-	return 20
-}
+// durabilityLoops: 3 in the gate (4 boots in one L1: the gate boots as few
+// L2s per L1 as it can, tests/nested/NOTES.md); MICROVM_DURABILITY_LOOPS=100
+// makes a soak.
+func durabilityLoops(t *testing.T) int { return envInt(t, "MICROVM_DURABILITY_LOOPS", 3) }
 
 var sumRE = regexp.MustCompile(`(?m)^([0-9a-f]{64})\s`)
 
