@@ -401,6 +401,12 @@ func (m *Machine) logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, "microvm: "+format+"\n", a...)
 }
 
+// fatal ends the machine with an internal error (ExitError): a device
+// goroutine panicked, a bug in the VMM rather than anything the guest did.
+func (m *Machine) fatal(err error) {
+	m.guestStopped(vcpuExit{reason: ExitError, err: err})
+}
+
 func (m *Machine) milestone(code uint8, value uint32) {
 	switch code {
 	case MilestoneInit:
@@ -497,7 +503,7 @@ func (m *Machine) run(ctx context.Context) Result {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e := v.loop(m)
+			e := v.guardedLoop(m)
 			if e.reason != ExitStopped {
 				m.stop()
 			}

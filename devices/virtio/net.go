@@ -65,7 +65,8 @@ func (d *Net) Run(ctx context.Context, qs *Queues) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if errs[i] = f(ctx, qs); errs[i] != nil {
+			// A panic here must reach the transport like one in Run.
+			if errs[i] = guarded(func() error { return f(ctx, qs) }); errs[i] != nil {
 				cancel()
 			}
 		}()
