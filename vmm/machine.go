@@ -120,6 +120,8 @@ type Machine struct {
 	guestExit   chan vcpuExit // device-initiated exits (i8042 reset)
 	guestStatus atomic.Int32
 	panicWatch  *panicWatcher
+	log         *rateLog   // every warning goes through it
+	agent       *agentConn // with VirtioConsole
 	runOnce     sync.Once
 
 	haltMu sync.Mutex
@@ -220,6 +222,7 @@ func New(cfg Config) (m *Machine, err error) {
 		cmdline:   cmdline,
 		plan:      plan,
 	}
+	mc.log = newRateLog(mc.printLog)
 	m = mc
 	m.guestStatus.Store(-1)
 	// Not m: every error return below sets m to nil.
@@ -387,18 +390,28 @@ func (m *Machine) addDevices() error {
 		c.OnFirstByte = func() { m.timeline.Mark(PhaseFirstOutput) }
 		c.Ports[0].Out = m.panicWatch
 		ch := m.plan.channels.Ports[0]
-		ch.Out = &agentConn{m: m, port: ch}
+		m.agent = &agentConn{m: m, port: ch}
+		ch.Out = m.agent
 	}
 	return m.attachVirtio()
 }
 
-// logf reports a VMM warning.
-func (m *Machine) logf(format string, a ...any) {
+// logf reports a VMM warning, at most logBurst times per format string:
+// most warnings are something a guest can repeat.
+func (m *Machine) logf(format string, a ...any) { m.log.logf(format, format, a...) }
+
+// deviceLogf is logf for one device: its warnings are limited on their own,
+// so one misbehaving device does not hide another's.
+func (m *Machine) deviceLogf(name string) func(string, ...any) {
+	return func(format string, a ...any) { m.log.logf(name+"\x00"+format, format, a...) }
+}
+
+func (m *Machine) printLog(line string) {
 	if m.cfg.Logf != nil {
-		m.cfg.Logf(format, a...)
+		m.cfg.Logf("%s", line)
 		return
 	}
-	fmt.Fprintf(os.Stderr, "microvm: "+format+"\n", a...)
+	fmt.Fprintf(os.Stderr, "microvm: %s\n", line)
 }
 
 // fatal ends the machine with an internal error (ExitError): a device
@@ -639,6 +652,10 @@ func (m *Machine) Close() {
 		t.Close()
 	}
 	m.transports = nil
+	m.reportDropped()
+	if m.log != nil {
+		m.log.summary()
+	}
 	for _, f := range m.files {
 		f.Close()
 	}
@@ -662,6 +679,21 @@ func (m *Machine) Close() {
 	if m.kvm != nil {
 		m.kvm.Close()
 		m.kvm = nil
+	}
+}
+
+// reportDropped says, once, what the guest asked for beyond the bounds on
+// what the host keeps for it.
+func (m *Machine) reportDropped() {
+	if m.plan != nil && m.plan.channels != nil {
+		if n := m.plan.channels.CtrlDropped(); n > 0 {
+			m.logf("virtio-console agent: %d control replies dropped: the driver gave no buffers for them", n)
+		}
+	}
+	if m.agent != nil {
+		if n := m.agent.dropped.Swap(0); n > 0 {
+			m.logf("agent channel: %d repeated \"ready\" messages answered by the pending reply", n)
+		}
 	}
 }
 

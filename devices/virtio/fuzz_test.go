@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Fuzz targets for the parsers that read guest-controlled bytes. The seeds
@@ -205,7 +206,7 @@ func FuzzTransport(f *testing.F) {
 				if off >= regQueueDescLow && off <= regQueueDeviceHigh && off%8 == 0 {
 					v %= tRAM // mostly addresses inside RAM
 				}
-				set32(tr, off, v)
+				returns(t, "register write", func() { set32(tr, off, v) })
 			case 1:
 				reg32(tr, fuzzRegs[int(sel)%len(fuzzRegs)])
 			case 2:
@@ -213,7 +214,7 @@ func FuzzTransport(f *testing.F) {
 			case 3: // the guest writes memory under the running device
 				binary.LittleEndian.PutUint16(r[(v>>16)%tRAM&^1:], uint16(v))
 			case 4:
-				set32(tr, regStatus, fuzzStatus[int(sel)%len(fuzzStatus)])
+				returns(t, "status write", func() { set32(tr, regStatus, fuzzStatus[int(sel)%len(fuzzStatus)]) })
 				if int(sel)%len(fuzzStatus) == 0 { // a reset
 					if n := dev.running.Load(); n != 0 {
 						t.Fatalf("%d device goroutines after a reset", n)
@@ -246,9 +247,22 @@ func FuzzTransport(f *testing.F) {
 				t.Fatalf("%d device goroutines at once", m)
 			}
 		}
-		tr.Close()
+		returns(t, "Close", tr.Close)
 		if n := dev.running.Load(); n != 0 {
 			t.Fatalf("%d device goroutines after Close", n)
 		}
 	})
+}
+
+// returns fails the test if f (a register write, which may reset the
+// device, or Close) does not return promptly: a vCPU stuck in a reset is a
+// VMM that cannot be stopped.
+func returns(t *testing.T, what string, f func()) {
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s did not return within 5s", what)
+	}
 }

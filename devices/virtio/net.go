@@ -139,7 +139,7 @@ func (d *Net) transmit(ctx context.Context, qs *Queues) error {
 		sent := false
 		// Drain with notifications off; re-check after turning them back on.
 		q.SetNotify(false)
-		for {
+		for ctx.Err() == nil { // see serveQueue
 			c, ok, err := q.Pop(qs.Mem)
 			if err != nil {
 				return err

@@ -309,7 +309,10 @@ func serveQueue(ctx context.Context, qs *Queues, i int, handle func(*Chain) (uin
 		case <-qs.Notify(i):
 		}
 		served := false
-		for {
+		// ctx is checked per chain: a driver can make the ring look
+		// endless (a used ring laid over its own available index), and a
+		// reset must never wait on that.
+		for ctx.Err() == nil {
 			c, ok, err := q.Pop(qs.Mem)
 			if err != nil {
 				return err

@@ -641,3 +641,20 @@ func TestTransportPanicIsFatal(t *testing.T) {
 		t.Fatal("the panic never reached the fatal hook")
 	}
 }
+
+// TestConsoleControlBounded is defect 3 of issue 11: PORT_READY without a
+// control receive queue must not make the host keep every reply.
+func TestConsoleControlBounded(t *testing.T) {
+	c := NewChannels("microvm.agent")
+	s := &conState{c: c}
+	const n = 100000
+	for i := 0; i < n; i++ {
+		s.handle(ControlMsg{ID: 0, Event: conPortReady, Value: 1})
+	}
+	if len(s.ctrlOut) != conMaxCtrlOut {
+		t.Errorf("%d control replies kept, want the bound %d", len(s.ctrlOut), conMaxCtrlOut)
+	}
+	if got := c.CtrlDropped(); got != 2*n-conMaxCtrlOut {
+		t.Errorf("%d replies counted as dropped, want %d", got, 2*n-conMaxCtrlOut)
+	}
+}
