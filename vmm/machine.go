@@ -120,8 +120,9 @@ type Machine struct {
 	guestExit   chan vcpuExit // device-initiated exits (i8042 reset)
 	guestStatus atomic.Int32
 	panicWatch  *panicWatcher
-	log         *rateLog   // every warning goes through it
-	agent       *agentConn // with VirtioConsole
+	out         *consoleOut // between the consoles and cfg.Console
+	log         *rateLog    // every warning goes through it
+	agent       *agentConn  // with VirtioConsole
 	runOnce     sync.Once
 
 	haltMu sync.Mutex
@@ -368,7 +369,8 @@ func (m *Machine) addDevices() error {
 	if out == nil {
 		out = io.Discard
 	}
-	m.panicWatch = &panicWatcher{w: out}
+	m.out = newConsoleOut(out)
+	m.panicWatch = &panicWatcher{w: m.out}
 	m.serial = devices.NewSerial(m.panicWatch, irqLine{vm: m.vm, irq: COM1IRQ})
 	m.serial.OnFirstByte = func() { m.timeline.Mark(PhaseFirstOutput) }
 	i8042 := &devices.I8042{OnReset: func() { m.guestStopped(vcpuExit{reason: ExitReset}) }}
@@ -494,6 +496,11 @@ func (m *Machine) guestStopped(e vcpuExit) {
 
 func (m *Machine) stop() {
 	m.stopping.Store(true)
+	// A vCPU or device goroutine may be waiting for a stalled stdout to
+	// take console output: it must not keep the machine from stopping.
+	if m.out != nil {
+		m.out.release()
+	}
 	for _, v := range m.vcpus {
 		v.kick()
 	}
@@ -647,11 +654,20 @@ func (m *Machine) Memory() *Memory { return m.mem }
 
 // Close releases the VM. Call it after Run returns.
 func (m *Machine) Close() {
+	if m.out != nil {
+		m.out.release() // a device goroutine may wait on a stalled stdout
+	}
 	// Device goroutines use guest memory: stop them before it is unmapped.
 	for _, t := range m.transports {
 		t.Close()
 	}
 	m.transports = nil
+	if m.out != nil {
+		if n := m.out.close(); n > 0 {
+			m.logf("%d bytes of console output dropped: the console's reader did not take them", n)
+		}
+		m.out = nil
+	}
 	m.reportDropped()
 	if m.log != nil {
 		m.log.summary()
