@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // virtio-mmio register offsets (spec 4.2.2, version 2 "modern" layout).
@@ -372,10 +373,39 @@ func (t *MMIO) activateLocked() {
 			return
 		}
 	}
+	if err := checkOverlap(qs.Q); err != nil {
+		t.failLocked(err.Error())
+		return
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &activation{cancel: cancel, done: make(chan struct{})}
 	t.run = a
 	go t.serve(ctx, a, qs)
+}
+
+// checkOverlap refuses a used ring that overlaps any ring of a ready
+// queue: the device would be writing the driver's own structures, and a
+// used index laid over an available index makes a ring that never drains.
+func checkOverlap(qs []*Queue) error {
+	for i, q := range qs {
+		if q.used == nil {
+			continue
+		}
+		for j, o := range qs {
+			for k, r := range [][]byte{o.desc, o.avail, o.used} {
+				if r != nil && (i != j || k != 2) && overlaps(q.used, r) {
+					return qerr("queue %d: used ring at %#x overlaps a ring of queue %d", i, q.UsedAddr, j)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// overlaps reports whether two views of guest memory share a byte.
+func overlaps(a, b []byte) bool {
+	pa, pb := uintptr(unsafe.Pointer(&a[0])), uintptr(unsafe.Pointer(&b[0]))
+	return pa < pb+uintptr(len(b)) && pb < pa+uintptr(len(a))
 }
 
 // serve is the device goroutine of activation a.

@@ -658,3 +658,28 @@ func TestConsoleControlBounded(t *testing.T) {
 		t.Errorf("%d replies counted as dropped, want %d", got, 2*n-conMaxCtrlOut)
 	}
 }
+
+// TestTransportOverlappingRings: a used ring over an available ring (the
+// device would drive the driver's index and never drain) is refused.
+func TestTransportOverlappingRings(t *testing.T) {
+	r := make(ram, tRAM)
+	var logged atomic.Value
+	tr := NewMMIO("test", RNG{}, r, &fakeIRQ{}, func(f string, a ...any) { logged.Store(fmt.Sprintf(f, a...)) }, failOnPanic(t))
+	defer tr.Close()
+	set32(tr, regStatus, StatusAcknowledge|StatusDriver)
+	set32(tr, regDriverFeatSel, 1)
+	set32(tr, regDriverFeatures, 1)
+	set32(tr, regStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK)
+	set32(tr, regQueueNum, tSize)
+	set32(tr, regQueueDescLow, tDesc)
+	set32(tr, regQueueDriverLow, tAvail)
+	set32(tr, regQueueDeviceLow, tAvail)
+	set32(tr, regQueueReady, 1)
+	set32(tr, regStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
+	if reg32(tr, regStatus)&StatusNeedsReset == 0 {
+		t.Fatal("overlapping rings accepted")
+	}
+	if s, _ := logged.Load().(string); !contains(s, "overlaps") {
+		t.Errorf("log line %q does not say why", s)
+	}
+}
