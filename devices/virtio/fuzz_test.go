@@ -119,7 +119,8 @@ func FuzzConsoleControl(f *testing.F) {
 	})
 }
 
-// countingWrap counts the Run goroutines of any device.
+// countingWrap counts the Run goroutines of any device, to check that an
+// activation never runs more than one.
 type countingWrap struct {
 	Device
 	running, max atomic.Int32

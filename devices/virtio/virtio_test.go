@@ -202,14 +202,19 @@ func driverInit(tr *MMIO, features uint64) bool {
 	if reg32(tr, regStatus)&StatusFeaturesOK == 0 {
 		return false
 	}
+	setupQueue0(tr)
+	set32(tr, regStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
+	return true
+}
+
+// setupQueue0 writes queue 0's registers for the test layout.
+func setupQueue0(tr *MMIO) {
 	set32(tr, regQueueSel, 0)
 	set32(tr, regQueueNum, tSize)
 	set32(tr, regQueueDescLow, tDesc)
 	set32(tr, regQueueDriverLow, tAvail)
 	set32(tr, regQueueDeviceLow, tUsed)
 	set32(tr, regQueueReady, 1)
-	set32(tr, regStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
-	return true
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -483,25 +488,6 @@ func failOnPanic(t testing.TB) func(error) {
 	return func(err error) { t.Errorf("device goroutine: %v", err) }
 }
 
-// countingDev is an RNG that counts its running Run goroutines, to check
-// that an activation never runs more than one.
-type countingDev struct {
-	RNG
-	running, max atomic.Int32
-}
-
-func (d *countingDev) Run(ctx context.Context, qs *Queues) error {
-	n := d.running.Add(1)
-	defer d.running.Add(-1)
-	for {
-		m := d.max.Load()
-		if n <= m || d.max.CompareAndSwap(m, n) {
-			break
-		}
-	}
-	return d.RNG.Run(ctx, qs)
-}
-
 // TestTransportStatusMachine drives the status register through orderings a
 // driver may (or must not) use (spec 2.1, 3.1.1) and checks the state the
 // device ends in, that queue registers freeze once DRIVER_OK is set, and
@@ -534,7 +520,7 @@ func TestTransportStatusMachine(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := make(ram, tRAM)
-			dev := &countingDev{}
+			dev := &countingWrap{Device: RNG{}}
 			var logs atomic.Int32
 			tr := NewMMIO("test", dev, r, &fakeIRQ{}, func(f string, a ...any) {
 				if contains(fmt.Sprintf(f, a...), "needs reset") {
@@ -550,13 +536,7 @@ func TestTransportStatusMachine(t *testing.T) {
 					set32(tr, regDriverFeatures, 1)
 				}
 				if !tr.live {
-					// Queue registers are writable in any state before DRIVER_OK.
-					set32(tr, regQueueSel, 0)
-					set32(tr, regQueueNum, tSize)
-					set32(tr, regQueueDescLow, tDesc)
-					set32(tr, regQueueDriverLow, tAvail)
-					set32(tr, regQueueDeviceLow, tUsed)
-					set32(tr, regQueueReady, 1)
+					setupQueue0(tr) // writable in any state before DRIVER_OK
 				}
 				set32(tr, regStatus, v)
 				// Once live, queue registers are frozen whatever the status.
@@ -594,7 +574,7 @@ func TestTransportStatusMachine(t *testing.T) {
 // growing the queue and posting a buffer must not reach the device.
 func TestTransportLiveResize(t *testing.T) {
 	r := make(ram, 0x100000)
-	dev := &countingDev{}
+	dev := &countingWrap{Device: RNG{}}
 	tr := NewMMIO("test", dev, r, &fakeIRQ{}, func(string, ...any) {}, failOnPanic(t))
 	defer tr.Close()
 	for i := 0; i < 200; i++ {
@@ -670,11 +650,8 @@ func TestTransportOverlappingRings(t *testing.T) {
 	set32(tr, regDriverFeatSel, 1)
 	set32(tr, regDriverFeatures, 1)
 	set32(tr, regStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK)
-	set32(tr, regQueueNum, tSize)
-	set32(tr, regQueueDescLow, tDesc)
-	set32(tr, regQueueDriverLow, tAvail)
-	set32(tr, regQueueDeviceLow, tAvail)
-	set32(tr, regQueueReady, 1)
+	setupQueue0(tr)
+	set32(tr, regQueueDeviceLow, tAvail) // the used ring over the available ring
 	set32(tr, regStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
 	if reg32(tr, regStatus)&StatusNeedsReset == 0 {
 		t.Fatal("overlapping rings accepted")

@@ -149,34 +149,37 @@ static uint64_t attack_queues(uint64_t count)
 	return total;
 }
 
+static uint64_t attack_ready(uint64_t count) { return attack_agent(count, "{\"t\":\"ready\"}\n"); }
+static uint64_t attack_junk(uint64_t count) { return attack_agent(count, "junk\n"); }
+
+static const struct {
+	const char *mode;
+	uint64_t (*run)(uint64_t count);
+} attacks[] = {
+	{ "ctrl", attack_ctrl },
+	{ "agent", attack_ready },
+	{ "junk", attack_junk },
+	{ "breakreset", attack_breakreset },
+	{ "queues", attack_queues },
+};
+
 void guest_main(uintptr_t bp)
 {
 	(void)bp;
 	const char *cl = bp_cmdline();
 	uint64_t count = 200000, n = 0;
 	const char *mode = "none";
+	char kv[32];
 
 	cmdline_get_u64(cl, "count", &count);
-	if (cmdline_is(cl, "mode=ctrl")) {
-		mode = "ctrl";
+	for (unsigned i = 0; i < sizeof(attacks) / sizeof(attacks[0]); i++) {
+		memcpy(kv, "mode=", 5);
+		memcpy(kv + 5, attacks[i].mode, strlen(attacks[i].mode) + 1);
+		if (!cmdline_is(cl, kv))
+			continue;
+		mode = attacks[i].mode;
 		gprintf("hgrow: %s start\n", mode);
-		n = attack_ctrl(count);
-	} else if (cmdline_is(cl, "mode=agent")) {
-		mode = "agent";
-		gprintf("hgrow: %s start\n", mode);
-		n = attack_agent(count, "{\"t\":\"ready\"}\n");
-	} else if (cmdline_is(cl, "mode=junk")) {
-		mode = "junk";
-		gprintf("hgrow: %s start\n", mode);
-		n = attack_agent(count, "junk\n");
-	} else if (cmdline_is(cl, "mode=breakreset")) {
-		mode = "breakreset";
-		gprintf("hgrow: %s start\n", mode);
-		n = attack_breakreset(count);
-	} else if (cmdline_is(cl, "mode=queues")) {
-		mode = "queues";
-		gprintf("hgrow: %s start\n", mode);
-		n = attack_queues(count);
+		n = attacks[i].run(count);
 	}
 	gprintf("hgrow: %s done %u\n", mode, (unsigned)n);
 	guest_done();
