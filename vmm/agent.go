@@ -1,8 +1,9 @@
 package vmm
 
 import (
-	"io"
+	"sync/atomic"
 
+	"github.com/microvm-dev/microvm/devices/virtio"
 	"github.com/microvm-dev/microvm/initrd/agentproto"
 )
 
@@ -12,8 +13,16 @@ import (
 // the console device's goroutine.
 type agentConn struct {
 	m     *Machine
-	port  io.Writer // to the agent
+	port  *virtio.Port // to the agent
 	split agentproto.LineSplitter
+	// replying is set while the one reply writer runs. A "ready" that
+	// arrives while a reply is still being written or not yet read is
+	// answered by that reply (the agent sends one and reads one), so the
+	// guest cannot make the host hold more than one reply or start more
+	// than one goroutine, however often it repeats itself.
+	replying atomic.Bool
+	// dropped counts the "ready" messages answered that way.
+	dropped atomic.Uint64
 }
 
 func (a *agentConn) Write(b []byte) (int, error) {
@@ -31,10 +40,20 @@ func (a *agentConn) line(l []byte) {
 	}
 	switch msg.T {
 	case agentproto.MsgReady:
+		if a.port.Unread() > 0 || !a.replying.CompareAndSwap(false, true) {
+			a.dropped.Add(1)
+			return
+		}
 		reply := agentproto.EncodeMsg(agentproto.Msg{T: agentproto.MsgCmd, Argv: a.m.cfg.Command})
-		// Writing to the port may wait for the guest to read, and this runs
-		// on the goroutine that moves the bytes: send from another one.
-		go a.port.Write(reply)
+		// Writing to the port may wait for the guest to read (a command
+		// line can be longer than the port's buffer), and this runs on the
+		// goroutine that moves the bytes: send from another one. It ends
+		// when the guest has taken all but the last conMaxPending bytes, or
+		// when the machine closes the port.
+		go func() {
+			defer a.replying.Store(false)
+			_, _ = a.port.Write(reply)
+		}()
 	case agentproto.MsgMilestone:
 		a.m.milestone(msg.Code, 0)
 	case agentproto.MsgExit:

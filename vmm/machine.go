@@ -120,6 +120,9 @@ type Machine struct {
 	guestExit   chan vcpuExit // device-initiated exits (i8042 reset)
 	guestStatus atomic.Int32
 	panicWatch  *panicWatcher
+	out         *consoleOut // between the consoles and cfg.Console
+	log         *rateLog    // every warning goes through it
+	agent       *agentConn  // with VirtioConsole
 	runOnce     sync.Once
 
 	haltMu sync.Mutex
@@ -220,6 +223,7 @@ func New(cfg Config) (m *Machine, err error) {
 		cmdline:   cmdline,
 		plan:      plan,
 	}
+	mc.log = newRateLog(mc.printLog)
 	m = mc
 	m.guestStatus.Store(-1)
 	// Not m: every error return below sets m to nil.
@@ -365,7 +369,8 @@ func (m *Machine) addDevices() error {
 	if out == nil {
 		out = io.Discard
 	}
-	m.panicWatch = &panicWatcher{w: out}
+	m.out = newConsoleOut(out)
+	m.panicWatch = &panicWatcher{w: m.out}
 	m.serial = devices.NewSerial(m.panicWatch, irqLine{vm: m.vm, irq: COM1IRQ})
 	m.serial.OnFirstByte = func() { m.timeline.Mark(PhaseFirstOutput) }
 	i8042 := &devices.I8042{OnReset: func() { m.guestStopped(vcpuExit{reason: ExitReset}) }}
@@ -387,18 +392,34 @@ func (m *Machine) addDevices() error {
 		c.OnFirstByte = func() { m.timeline.Mark(PhaseFirstOutput) }
 		c.Ports[0].Out = m.panicWatch
 		ch := m.plan.channels.Ports[0]
-		ch.Out = &agentConn{m: m, port: ch}
+		m.agent = &agentConn{m: m, port: ch}
+		ch.Out = m.agent
 	}
 	return m.attachVirtio()
 }
 
-// logf reports a VMM warning.
-func (m *Machine) logf(format string, a ...any) {
+// logf reports a VMM warning, at most logBurst times per format string:
+// most warnings are something a guest can repeat.
+func (m *Machine) logf(format string, a ...any) { m.log.logf(format, format, a...) }
+
+// deviceLogf is logf for one device: its warnings are limited on their own,
+// so one misbehaving device does not hide another's.
+func (m *Machine) deviceLogf(name string) func(string, ...any) {
+	return func(format string, a ...any) { m.log.logf(name+"\x00"+format, format, a...) }
+}
+
+func (m *Machine) printLog(line string) {
 	if m.cfg.Logf != nil {
-		m.cfg.Logf(format, a...)
+		m.cfg.Logf("%s", line)
 		return
 	}
-	fmt.Fprintf(os.Stderr, "microvm: "+format+"\n", a...)
+	fmt.Fprintf(os.Stderr, "microvm: %s\n", line)
+}
+
+// fatal ends the machine with an internal error (ExitError): a device
+// goroutine panicked, a bug in the VMM rather than anything the guest did.
+func (m *Machine) fatal(err error) {
+	m.guestStopped(vcpuExit{reason: ExitError, err: err})
 }
 
 func (m *Machine) milestone(code uint8, value uint32) {
@@ -475,6 +496,11 @@ func (m *Machine) guestStopped(e vcpuExit) {
 
 func (m *Machine) stop() {
 	m.stopping.Store(true)
+	// A vCPU or device goroutine may be waiting for a stalled stdout to
+	// take console output: it must not keep the machine from stopping.
+	if m.out != nil {
+		m.out.release()
+	}
 	for _, v := range m.vcpus {
 		v.kick()
 	}
@@ -497,7 +523,7 @@ func (m *Machine) run(ctx context.Context) Result {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e := v.loop(m)
+			e := v.guardedLoop(m)
 			if e.reason != ExitStopped {
 				m.stop()
 			}
@@ -628,11 +654,24 @@ func (m *Machine) Memory() *Memory { return m.mem }
 
 // Close releases the VM. Call it after Run returns.
 func (m *Machine) Close() {
+	if m.out != nil {
+		m.out.release() // a device goroutine may wait on a stalled stdout
+	}
 	// Device goroutines use guest memory: stop them before it is unmapped.
 	for _, t := range m.transports {
 		t.Close()
 	}
 	m.transports = nil
+	if m.out != nil {
+		if n := m.out.close(); n > 0 {
+			m.logf("%d bytes of console output dropped: the console's reader did not take them", n)
+		}
+		m.out = nil
+	}
+	m.reportDropped()
+	if m.log != nil {
+		m.log.summary()
+	}
 	for _, f := range m.files {
 		f.Close()
 	}
@@ -656,6 +695,21 @@ func (m *Machine) Close() {
 	if m.kvm != nil {
 		m.kvm.Close()
 		m.kvm = nil
+	}
+}
+
+// reportDropped says, once, what the guest asked for beyond the bounds on
+// what the host keeps for it.
+func (m *Machine) reportDropped() {
+	if m.plan != nil && m.plan.channels != nil {
+		if n := m.plan.channels.CtrlDropped(); n > 0 {
+			m.logf("virtio-console agent: %d control replies dropped: the driver gave no buffers for them", n)
+		}
+	}
+	if m.agent != nil {
+		if n := m.agent.dropped.Swap(0); n > 0 {
+			m.logf("agent channel: %d repeated \"ready\" messages answered by the pending reply", n)
+		}
 	}
 }
 

@@ -186,6 +186,18 @@ type vcpuExit struct {
 	err    error
 }
 
+// guardedLoop is loop with a panic (in a device's register handler, which
+// runs on the vCPU thread) turned into an internal error that stops the
+// machine, so the process can restore the terminal and exit 1.
+func (v *vcpu) guardedLoop(m *Machine) (e vcpuExit) {
+	defer func() {
+		if r := recover(); r != nil {
+			e = vcpuExit{reason: ExitError, err: fmt.Errorf("vcpu %d: internal error: panic: %v", v.id, r)}
+		}
+	}()
+	return v.loop(m)
+}
+
 // loop runs the vCPU until the machine stops or the guest does something
 // that ends it. It runs on its own locked OS thread for its whole life.
 func (v *vcpu) loop(m *Machine) vcpuExit {

@@ -166,7 +166,7 @@ func (m *Machine) attachVirtio() error {
 		if err := m.vmIoctl("KVM_IRQFD", kvmIRQFD, uintptr(unsafe.Pointer(&req))); err != nil {
 			return fmt.Errorf("%s: %w", d.name, err)
 		}
-		t := virtio.NewMMIO(d.name, d.dev, m.mem, irqFD{irqf}, m.logf)
+		t := virtio.NewMMIO(d.name, d.dev, m.mem, irqFD{irqf}, m.deviceLogf(d.name), m.fatal)
 		m.transports = append(m.transports, t)
 		if err := m.mmio.Register(d.name, base, VirtioMMIOSize, t); err != nil {
 			return err

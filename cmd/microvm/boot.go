@@ -173,6 +173,17 @@ func execute(e *env, cfg microvm.Config, f *vmFlags, interactive bool) (*microvm
 	if interactive {
 		e.tty.makeRaw(int(os.Stdin.Fd()))
 	}
+	if cfg.Timeout > 0 {
+		// The machine stops itself at the deadline, whatever its I/O is
+		// doing; this is the backstop for a stop that cannot complete, as
+		// stopGrace is for signals.
+		force := time.AfterFunc(cfg.Timeout+stopGrace, func() {
+			e.tty.Restore()
+			fmt.Fprintf(os.Stderr, "microvm: --timeout %v expired; the guest did not stop within %v, forced exit\n", f.timeout, stopGrace)
+			os.Exit(vmm.CodeTimeout)
+		})
+		defer force.Stop()
+	}
 	res, err := vm.Wait()
 	e.tty.Restore()
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // virtio-console with VIRTIO_CONSOLE_F_MULTIPORT (spec 5.3): port 0 is the
@@ -24,6 +25,12 @@ const (
 	conCtrlLen    = 8 // struct virtio_console_control: le32 id, le16 event, le16 value
 	conQueueSize  = 128
 	conMaxPending = 1 << 20 // host bytes queued for one port before writers wait
+	// conMaxCtrlOut bounds the control replies waiting for a driver buffer
+	// on the control receive queue. An honest driver causes at most three
+	// per port (DEVICE_ADD, PORT_NAME or CONSOLE_PORT, PORT_OPEN); one that
+	// sends requests without ever giving receive buffers gets the rest
+	// dropped (and counted) instead of the host keeping them all.
+	conMaxCtrlOut = 64
 )
 
 // Queue indices (spec 5.3.2): port 0 uses 0 and 1; with MULTIPORT the
@@ -124,6 +131,13 @@ func (p *Port) Write(b []byte) (int, error) {
 	return n, nil
 }
 
+// Unread is how many host bytes wait for the guest to take them.
+func (p *Port) Unread() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.in)
+}
+
 // GuestOpen reports whether the guest has the port open.
 func (p *Port) GuestOpen() bool {
 	p.mu.Lock()
@@ -142,12 +156,6 @@ func (p *Port) take(bufs [][]byte) int {
 		p.space = make(chan struct{})
 	}
 	return n
-}
-
-func (p *Port) pending() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.in) > 0
 }
 
 func (p *Port) close() {
@@ -171,7 +179,12 @@ type Console struct {
 	// of a console device.
 	OnFirstByte func()
 	first       sync.Once
+	ctrlDropped atomic.Uint64
 }
+
+// CtrlDropped is how many control replies were dropped because the driver
+// left more than conMaxCtrlOut unread.
+func (c *Console) CtrlDropped() uint64 { return c.ctrlDropped.Load() }
 
 // NewConsole returns the guest console device (hvc0), writing to out.
 func NewConsole(out io.Writer) *Console {
@@ -229,7 +242,7 @@ func (c *Console) Close() {
 
 // Run serves the ports and the control queues until ctx ends.
 func (c *Console) Run(ctx context.Context, qs *Queues) error {
-	s := &conState{c: c, qs: qs, used: make([]bool, len(qs.Q))}
+	s := &conState{ctx: ctx, c: c, qs: qs, used: make([]bool, len(qs.Q))}
 	for _, p := range c.Ports {
 		p.mu.Lock()
 		p.open = false
@@ -245,8 +258,14 @@ func (c *Console) Run(ctx context.Context, qs *Queues) error {
 	for _, p := range c.Ports {
 		srcs = append(srcs, p.wake)
 	}
+	// The helpers are waited for: they read notification channels the next
+	// activation will use, and must not take a notification meant for it.
+	var helpers sync.WaitGroup
+	defer helpers.Wait()
 	for _, src := range srcs {
+		helpers.Add(1)
 		go func() {
+			defer helpers.Done()
 			for {
 				select {
 				case <-ctx.Done():
@@ -279,6 +298,10 @@ func (c *Console) Run(ctx context.Context, qs *Queues) error {
 }
 
 type conState struct {
+	// ctx is the activation's: every loop that pops chains stops when it
+	// ends, because a driver can make a ring look endless (a used ring laid
+	// over its own available index) and a reset must never wait on that.
+	ctx     context.Context
 	c       *Console
 	qs      *Queues
 	ctrlOut [][]byte // control messages waiting for a driver buffer
@@ -287,7 +310,7 @@ type conState struct {
 
 // step does all the work currently possible, then signals the driver.
 func (s *conState) step() error {
-	for progress := true; progress; {
+	for progress := true; progress && s.ctx.Err() == nil; {
 		progress = false
 		for _, f := range []func() (bool, error){s.control, s.transmit, s.receive, s.flushControl} {
 			p, err := f()
@@ -315,7 +338,7 @@ func (s *conState) control() (bool, error) {
 	}
 	q := s.qs.Q[qCtrlTX]
 	did := false
-	for {
+	for s.ctx.Err() == nil {
 		ch, ok, err := q.Pop(s.qs.Mem)
 		if err != nil || !ok {
 			return did, err
@@ -330,10 +353,15 @@ func (s *conState) control() (bool, error) {
 		q.Push(ch.Head, 0)
 		s.used[qCtrlTX], did = true, true
 	}
+	return did, nil
 }
 
 func (s *conState) handle(m ControlMsg) {
 	send := func(id uint32, ev uint16, val uint16, name string) {
+		if len(s.ctrlOut) >= conMaxCtrlOut {
+			s.c.ctrlDropped.Add(1)
+			return
+		}
 		s.ctrlOut = append(s.ctrlOut, ControlMsg{ID: id, Event: ev, Value: val, Name: name}.bytes())
 	}
 	switch m.Event {
@@ -371,7 +399,7 @@ func (s *conState) flushControl() (bool, error) {
 	}
 	q := s.qs.Q[qCtrlRX]
 	did := false
-	for len(s.ctrlOut) > 0 {
+	for len(s.ctrlOut) > 0 && s.ctx.Err() == nil {
 		ch, ok, err := q.Pop(s.qs.Mem)
 		if err != nil || !ok {
 			return did, err
@@ -396,7 +424,7 @@ func (s *conState) transmit() (bool, error) {
 			continue
 		}
 		q := s.qs.Q[qi]
-		for {
+		for s.ctx.Err() == nil {
 			ch, ok, err := q.Pop(s.qs.Mem)
 			if err != nil {
 				return did, err
@@ -428,7 +456,7 @@ func (s *conState) receive() (bool, error) {
 			continue
 		}
 		q := s.qs.Q[qi]
-		for p.pending() {
+		for p.Unread() > 0 && s.ctx.Err() == nil {
 			ch, ok, err := q.Pop(s.qs.Mem)
 			if err != nil {
 				return did, err

@@ -1,8 +1,13 @@
 package virtio
 
 import (
+	"bytes"
+	"context"
 	"encoding/binary"
+	"io"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Fuzz targets for the parsers that read guest-controlled bytes. The seeds
@@ -112,4 +117,153 @@ func FuzzConsoleControl(f *testing.F) {
 			}
 		}
 	})
+}
+
+// countingWrap counts the Run goroutines of any device, to check that an
+// activation never runs more than one.
+type countingWrap struct {
+	Device
+	running, max atomic.Int32
+}
+
+func (d *countingWrap) Run(ctx context.Context, qs *Queues) error {
+	n := d.running.Add(1)
+	defer d.running.Add(-1)
+	for m := d.max.Load(); n > m && !d.max.CompareAndSwap(m, n); m = d.max.Load() {
+	}
+	return d.Device.Run(ctx, qs)
+}
+
+// fuzzRegs are the registers FuzzTransport writes and reads.
+var fuzzRegs = []uint64{
+	regDeviceFeatSel, regDriverFeatures, regDriverFeatSel, regQueueSel, regQueueNum,
+	regQueueReady, regQueueNotify, regInterruptACK, regStatus, regQueueDescLow, regQueueDescHigh,
+	regQueueDriverLow, regQueueDriverHigh, regQueueDeviceLow, regQueueDeviceHigh,
+	regMagic, regQueueNumMax, regInterruptStatus, regConfigGeneration, regConfig, regConfig + 4,
+}
+
+// fuzzStatus are status values worth trying far more often than chance
+// would: the spec's sequence, each bit cleared, and reset.
+var fuzzStatus = []uint32{
+	0, StatusAcknowledge, StatusAcknowledge | StatusDriver,
+	StatusAcknowledge | StatusDriver | StatusFeaturesOK,
+	StatusAcknowledge | StatusDriver | StatusFeaturesOK | StatusDriverOK,
+	StatusDriverOK, StatusFeaturesOK | StatusDriverOK, StatusFailed,
+}
+
+// FuzzTransport drives a transport's register interface with any sequence
+// of register accesses, notifications and guest-memory writes, for the rng,
+// a console and a multiport console, and checks the invariants of issue
+// 11: no panic on any goroutine, at most one device goroutine, queue
+// configuration frozen from DRIVER_OK until a reset, and a reset that
+// leaves no goroutine running and every register at its initial value.
+func FuzzTransport(f *testing.F) {
+	op := func(kind, sel byte, v uint32) []byte {
+		return binary.LittleEndian.AppendUint32([]byte{kind, sel}, v)
+	}
+	// Indices into fuzzRegs and fuzzStatus.
+	const (
+		rFeatSel, rFeat, rQNum, rQReady, rDesc, rAvail, rUsed = 2, 1, 4, 5, 9, 11, 13
+		sAck, sDriver, sFeaturesOK, sDriverOK, sReset         = 1, 2, 3, 4, 0
+	)
+	mem16 := func(addr, v uint32) []byte { return op(3, 0, addr<<16|v) }
+	init := bytes.Join([][]byte{
+		op(4, sAck, 0), op(4, sDriver, 0),
+		op(0, rFeatSel, 1), op(0, rFeat, 1), // VERSION_1
+		op(4, sFeaturesOK, 0),
+		op(0, rQNum, tSize), op(0, rDesc, tDesc), op(0, rAvail, tAvail), op(0, rUsed, tUsed), op(0, rQReady, 1),
+		op(4, sDriverOK, 0),
+		mem16(tDesc, tData), mem16(tDesc+8, 64), mem16(tDesc+12, descFWrite), // one writable buffer
+		op(5, 0, 0), op(2, 0, 0), // offer it, notify
+	}, nil)
+	f.Add(append([]byte{0}, init...))
+	f.Add(append([]byte{1}, init...))
+	// Defect 1: clear DRIVER_OK, grow the queue, post, set DRIVER_OK again.
+	f.Add(bytes.Join([][]byte{{0}, init, op(4, sFeaturesOK, 0), op(0, rQNum, 256), op(5, 0, 9), op(2, 0, 0), op(4, sDriverOK, 0), op(4, sReset, 0)}, nil))
+	f.Add(bytes.Join([][]byte{{2}, init, op(4, sReset, 0), init}, nil))
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		if len(ops) == 0 {
+			return
+		}
+		var dev *countingWrap
+		switch ops[0] % 3 {
+		case 0:
+			dev = &countingWrap{Device: RNG{}}
+		case 1:
+			dev = &countingWrap{Device: NewConsole(io.Discard)}
+		default:
+			c := NewChannels("microvm.agent")
+			c.Ports[0].Out = io.Discard
+			dev = &countingWrap{Device: c}
+		}
+		r := make(ram, tRAM)
+		tr := NewMMIO("fuzz", dev, r, &fakeIRQ{}, func(string, ...any) {}, failOnPanic(t))
+		var frozen []Queue // queue configuration when the device went live
+		for ops = ops[1:]; len(ops) >= 6; ops = ops[6:] {
+			kind, sel, v := ops[0]%6, ops[1], binary.LittleEndian.Uint32(ops[2:])
+			switch kind {
+			case 0:
+				off := fuzzRegs[int(sel)%len(fuzzRegs)]
+				if off >= regQueueDescLow && off <= regQueueDeviceHigh && off%8 == 0 {
+					v %= tRAM // mostly addresses inside RAM
+				}
+				returns(t, "register write", func() { set32(tr, off, v) })
+			case 1:
+				reg32(tr, fuzzRegs[int(sel)%len(fuzzRegs)])
+			case 2:
+				tr.Notify(int(sel) % (tr.NumQueues() + 1))
+			case 3: // the guest writes memory under the running device
+				binary.LittleEndian.PutUint16(r[(v>>16)%tRAM&^1:], uint16(v))
+			case 4:
+				returns(t, "status write", func() { set32(tr, regStatus, fuzzStatus[int(sel)%len(fuzzStatus)]) })
+				if int(sel)%len(fuzzStatus) == 0 { // a reset
+					if n := dev.running.Load(); n != 0 {
+						t.Fatalf("%d device goroutines after a reset", n)
+					}
+					if reg32(tr, regStatus) != 0 || reg32(tr, regInterruptStatus) != 0 || reg32(tr, regQueueReady) != 0 {
+						t.Fatal("reset left state behind")
+					}
+				}
+			case 5: // offer a chain on queue sel at the layout of the seed
+				idx := binary.LittleEndian.Uint16(r[tAvail+2:])
+				binary.LittleEndian.PutUint16(r[tAvail+4+2*uint64(idx%tSize):], uint16(v))
+				binary.LittleEndian.PutUint16(r[tAvail+2:], idx+1)
+			}
+			switch {
+			case !tr.live:
+				frozen = nil
+			case frozen == nil:
+				for _, q := range tr.queues {
+					frozen = append(frozen, *q)
+				}
+			default:
+				for i, q := range tr.queues {
+					if q.Size != frozen[i].Size || q.Ready != frozen[i].Ready || q.DescAddr != frozen[i].DescAddr ||
+						q.AvailAddr != frozen[i].AvailAddr || q.UsedAddr != frozen[i].UsedAddr {
+						t.Fatalf("queue %d changed while live: %+v, was %+v", i, *q, frozen[i])
+					}
+				}
+			}
+			if m := dev.max.Load(); m > 1 {
+				t.Fatalf("%d device goroutines at once", m)
+			}
+		}
+		returns(t, "Close", tr.Close)
+		if n := dev.running.Load(); n != 0 {
+			t.Fatalf("%d device goroutines after Close", n)
+		}
+	})
+}
+
+// returns fails the test if f (a register write, which may reset the
+// device, or Close) does not return promptly: a vCPU stuck in a reset is a
+// VMM that cannot be stopped.
+func returns(t *testing.T, what string, f func()) {
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s did not return within 5s", what)
+	}
 }

@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // virtio-mmio register offsets (spec 4.2.2, version 2 "modern" layout).
@@ -115,12 +117,20 @@ func (qs *Queues) Signal(i int) {
 func (qs *Queues) ConfigChanged() { qs.t.interrupt(intConfigChange) }
 
 // MMIO is the virtio-mmio transport for one device: a 4 KiB register window.
+//
+// It follows the device status state machine of spec 2.1 and 3.1.1: the
+// driver only ever adds status bits, and once DRIVER_OK is set only a reset
+// (status 0) makes the queue registers writable again. Clearing a bit
+// without a reset is a driver error (NEEDS_RESET). Each activation runs at
+// most one device goroutine, on its own copy of the queue configuration, and
+// a reset waits for it before the registers return to their initial values.
 type MMIO struct {
-	name string
-	dev  Device
-	mem  Memory
-	irq  Interrupt
-	logf func(format string, a ...any)
+	name  string
+	dev   Device
+	mem   Memory
+	irq   Interrupt
+	logf  func(format string, a ...any)
+	fatal func(error)
 
 	mu          sync.Mutex // register state; vCPU threads and the device's failure path
 	status      uint32
@@ -128,18 +138,29 @@ type MMIO struct {
 	drvFeatSel  uint32
 	drvFeatures uint64
 	queueSel    uint32
-	queues      []*Queue
+	queues      []*Queue // configuration as the driver wrote it; never used by Run
+	live        bool     // DRIVER_OK was set since the last reset: queue registers are frozen
+	stopping    bool     // a reset or Close waits for the device goroutine: writes are ignored
+	closed      bool
+	run         *activation // the current activation's goroutine, nil if none
 	notify      []chan struct{}
 	isr         atomic.Uint32
+}
 
+// activation is one device goroutine: its cancel and the channel closed when
+// it has returned.
+type activation struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
 // NewMMIO wraps dev in a virtio-mmio transport. logf receives one line per
-// driver error (the device is then marked DEVICE_NEEDS_RESET).
-func NewMMIO(name string, dev Device, mem Memory, irq Interrupt, logf func(string, ...any)) *MMIO {
-	t := &MMIO{name: name, dev: dev, mem: mem, irq: irq, logf: logf}
+// driver error (the device is then marked DEVICE_NEEDS_RESET). fatal
+// receives a panic of the device's goroutines: a bug in the VMM, not
+// something the guest did, so the VMM must stop (it is called at most once
+// per activation, on the device goroutine).
+func NewMMIO(name string, dev Device, mem Memory, irq Interrupt, logf func(string, ...any), fatal func(error)) *MMIO {
+	t := &MMIO{name: name, dev: dev, mem: mem, irq: irq, logf: logf, fatal: fatal}
 	for range dev.QueueSizes() {
 		t.queues = append(t.queues, &Queue{})
 		t.notify = append(t.notify, make(chan struct{}, 1))
@@ -243,9 +264,12 @@ func (t *MMIO) Write(off uint64, data []byte) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.stopping || t.closed {
+		return // a second vCPU racing a reset: nothing may change under it
+	}
 	// Queue registers may only change before the device is live (spec
-	// 4.2.3.2); later writes are ignored.
-	live := t.status&StatusDriverOK != 0
+	// 4.2.3.2); later writes are ignored until a reset.
+	live := t.live
 	q := t.sel()
 	setLow := func(p *uint64) { *p = *p&^0xffffffff | uint64(v) }
 	setHigh := func(p *uint64) { *p = *p&0xffffffff | uint64(v)<<32 }
@@ -292,23 +316,35 @@ func (t *MMIO) Write(off uint64, data []byte) {
 	}
 }
 
-// setStatus follows the initialization sequence of spec 3.1.1. Called with
-// t.mu held.
+// setStatus follows the initialization sequence of spec 3.1.1 and the
+// rules of spec 2.1.1: "The driver MUST NOT clear a device status bit", so
+// the only way back is a reset (0). Called with t.mu held.
 func (t *MMIO) setStatus(v uint32) {
 	if v == 0 {
 		t.resetLocked()
 		return
 	}
 	old := t.status
+	// NEEDS_RESET is the device's bit: Linux writes back what it read (the
+	// driver ORs in its new bit), so it is neither set nor cleared here.
+	v &^= StatusNeedsReset
+	if cleared := old &^ v &^ StatusNeedsReset; cleared != 0 {
+		t.failLocked(fmt.Sprintf("status %#x clears %#x without a reset", v, cleared))
+		return
+	}
 	if v&StatusFeaturesOK != 0 && old&StatusFeaturesOK == 0 {
-		// Accept only a subset of what was offered, and only modern drivers.
-		if t.drvFeatures&^t.offered() != 0 || t.drvFeatures&FeatureVersion1 == 0 {
+		// Accept only a subset of what was offered, only from modern
+		// drivers, and only after DRIVER (spec 3.1.1 steps 2-5).
+		if t.drvFeatures&^t.offered() != 0 || t.drvFeatures&FeatureVersion1 == 0 || v&StatusDriver == 0 {
 			v &^= StatusFeaturesOK
 		}
 	}
 	t.status = v | old&StatusNeedsReset
 	if v&StatusDriverOK != 0 && old&StatusDriverOK == 0 {
-		if old&StatusFeaturesOK == 0 && v&StatusFeaturesOK == 0 {
+		// From here on the queue configuration is frozen until a reset,
+		// whether or not the activation succeeds.
+		t.live = true
+		if v&StatusFeaturesOK == 0 {
 			t.failLocked("DRIVER_OK without FEATURES_OK")
 			return
 		}
@@ -316,9 +352,19 @@ func (t *MMIO) setStatus(v uint32) {
 	}
 }
 
+// activateLocked starts the device on a copy of the queue configuration,
+// so that no later register write can change the geometry it runs on.
 func (t *MMIO) activateLocked() {
-	qs := &Queues{Mem: t.mem, Q: t.queues, Features: t.drvFeatures, notify: t.notify, t: t}
-	for i, q := range t.queues {
+	if t.run != nil {
+		// Unreachable while status bits only grow; a second goroutine on
+		// the same queues would corrupt them, so refuse loudly.
+		t.failLocked("activated twice without a reset")
+		return
+	}
+	qs := &Queues{Mem: t.mem, Q: make([]*Queue, len(t.queues)), Features: t.drvFeatures, notify: t.notify, t: t}
+	for i, cfg := range t.queues {
+		q := &Queue{Size: cfg.Size, Ready: cfg.Ready, DescAddr: cfg.DescAddr, AvailAddr: cfg.AvailAddr, UsedAddr: cfg.UsedAddr}
+		qs.Q[i] = q
 		if !q.Ready {
 			continue // a driver may leave queues it does not use unset
 		}
@@ -327,40 +373,103 @@ func (t *MMIO) activateLocked() {
 			return
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.cancel, t.done = cancel, make(chan struct{})
-	go func(done chan struct{}) {
-		defer close(done)
-		err := t.dev.Run(ctx, qs)
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		var qe *QueueError
-		if !errors.As(err, &qe) {
-			err = fmt.Errorf("host: %w", err)
-		}
+	if err := checkOverlap(qs.Q); err != nil {
 		t.failLocked(err.Error())
-	}(t.done)
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &activation{cancel: cancel, done: make(chan struct{})}
+	t.run = a
+	go t.serve(ctx, a, qs)
 }
 
-// failLocked puts the device into DEVICE_NEEDS_RESET (spec 2.1.2) and tells
-// the driver through a configuration-change interrupt. The VMM and other
-// devices carry on.
+// checkOverlap refuses a used ring that overlaps any ring of a ready
+// queue: the device would be writing the driver's own structures, and a
+// used index laid over an available index makes a ring that never drains.
+func checkOverlap(qs []*Queue) error {
+	for i, q := range qs {
+		if q.used == nil {
+			continue
+		}
+		for j, o := range qs {
+			for k, r := range [][]byte{o.desc, o.avail, o.used} {
+				if r != nil && (i != j || k != 2) && overlaps(q.used, r) {
+					return qerr("queue %d: used ring at %#x overlaps a ring of queue %d", i, q.UsedAddr, j)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// overlaps reports whether two views of guest memory share a byte.
+func overlaps(a, b []byte) bool {
+	pa, pb := uintptr(unsafe.Pointer(&a[0])), uintptr(unsafe.Pointer(&b[0]))
+	return pa < pb+uintptr(len(b)) && pb < pa+uintptr(len(a))
+}
+
+// serve is the device goroutine of activation a.
+func (t *MMIO) serve(ctx context.Context, a *activation, qs *Queues) {
+	defer close(a.done)
+	err := guarded(func() error { return t.dev.Run(ctx, qs) })
+	var pe *panicError
+	if errors.As(err, &pe) {
+		t.fatal(fmt.Errorf("%s: internal error: %w", t.name, pe))
+		return
+	}
+	if err == nil || ctx.Err() != nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.run != a || ctx.Err() != nil {
+		return // stopped meanwhile: the error is about a queue that is gone
+	}
+	var qe *QueueError
+	if !errors.As(err, &qe) {
+		err = fmt.Errorf("host: %w", err)
+	}
+	t.failLocked(err.Error())
+}
+
+// panicError is a panic recovered on a device goroutine.
+type panicError struct {
+	val   any
+	stack []byte
+}
+
+func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.val) }
+
+// guarded runs f, turning a panic into a *panicError: a device goroutine
+// must never take the process down with it (the VMM has a terminal to
+// restore and an exit code to give).
+func guarded(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &panicError{val: r, stack: debug.Stack()}
+		}
+	}()
+	return f()
+}
+
+// failLocked puts the device into DEVICE_NEEDS_RESET (spec 2.1.2), stops
+// serving its queues, and tells the driver through a configuration-change
+// interrupt. The VMM and other devices carry on; a reset recovers it.
 func (t *MMIO) failLocked(reason string) {
 	t.logf("%s: device needs reset: %s", t.name, reason)
 	t.status |= StatusNeedsReset
+	if t.run != nil {
+		t.run.cancel() // the reset waits for it
+	}
 	t.interrupt(intConfigChange)
 }
 
 // resetLocked stops the device and returns every register to its initial
-// value (spec 2.4). Called with t.mu held. The lock is dropped while
-// waiting for Run to return, because a failing device takes it to record
-// the failure.
+// value (spec 2.4). Called with t.mu held.
 func (t *MMIO) resetLocked() {
 	t.stopLocked()
 	t.status, t.devFeatSel, t.drvFeatSel, t.drvFeatures, t.queueSel = 0, 0, 0, 0, 0
+	t.live = false
 	for _, q := range t.queues {
 		q.reset()
 	}
@@ -373,22 +482,27 @@ func (t *MMIO) resetLocked() {
 	}
 }
 
-// Close stops the device.
+// Close stops the device for good.
 func (t *MMIO) Close() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.closed = true
 	t.stopLocked()
 }
 
-// stopLocked cancels the device's Run and waits for it, dropping t.mu
-// meanwhile (a failing device takes it to record the failure).
+// stopLocked cancels the device goroutine and waits for it. t.mu is dropped
+// meanwhile, because a failing device takes it to record the failure;
+// t.stopping makes other vCPUs' writes wait out that window as no-ops.
 func (t *MMIO) stopLocked() {
-	if t.cancel != nil {
-		t.cancel()
-		done := t.done
-		t.mu.Unlock()
-		<-done
-		t.mu.Lock()
-		t.cancel, t.done = nil, nil
+	a := t.run
+	if a == nil {
+		return
 	}
+	a.cancel()
+	t.stopping = true
+	t.mu.Unlock()
+	<-a.done
+	t.mu.Lock()
+	t.stopping = false
+	t.run = nil
 }

@@ -65,7 +65,8 @@ func (d *Net) Run(ctx context.Context, qs *Queues) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if errs[i] = f(ctx, qs); errs[i] != nil {
+			// A panic here must reach the transport like one in Run.
+			if errs[i] = guarded(func() error { return f(ctx, qs) }); errs[i] != nil {
 				cancel()
 			}
 		}()
@@ -138,7 +139,7 @@ func (d *Net) transmit(ctx context.Context, qs *Queues) error {
 		sent := false
 		// Drain with notifications off; re-check after turning them back on.
 		q.SetNotify(false)
-		for {
+		for ctx.Err() == nil { // see serveQueue
 			c, ok, err := q.Pop(qs.Mem)
 			if err != nil {
 				return err

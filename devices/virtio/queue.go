@@ -30,9 +30,10 @@ const (
 // MaxQueueSize is the largest split virtqueue the devices offer.
 const MaxQueueSize = 256
 
-// Queue is one split virtqueue (spec 2.7). Its configuration fields are set
-// by the transport while the device is stopped; once activated it is used by
-// exactly one device goroutine.
+// Queue is one split virtqueue (spec 2.7). The transport keeps the
+// configuration the driver writes in one Queue and activates a copy of it,
+// which only the device goroutine uses: the geometry a device runs on never
+// changes under it.
 type Queue struct {
 	// Configuration written by the driver through the transport.
 	Size      uint16
@@ -308,7 +309,10 @@ func serveQueue(ctx context.Context, qs *Queues, i int, handle func(*Chain) (uin
 		case <-qs.Notify(i):
 		}
 		served := false
-		for {
+		// ctx is checked per chain: a driver can make the ring look
+		// endless (a used ring laid over its own available index), and a
+		// reset must never wait on that.
+		for ctx.Err() == nil {
 			c, ok, err := q.Pop(qs.Mem)
 			if err != nil {
 				return err

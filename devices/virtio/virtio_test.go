@@ -1,6 +1,7 @@
 package virtio
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -201,14 +202,19 @@ func driverInit(tr *MMIO, features uint64) bool {
 	if reg32(tr, regStatus)&StatusFeaturesOK == 0 {
 		return false
 	}
+	setupQueue0(tr)
+	set32(tr, regStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
+	return true
+}
+
+// setupQueue0 writes queue 0's registers for the test layout.
+func setupQueue0(tr *MMIO) {
 	set32(tr, regQueueSel, 0)
 	set32(tr, regQueueNum, tSize)
 	set32(tr, regQueueDescLow, tDesc)
 	set32(tr, regQueueDriverLow, tAvail)
 	set32(tr, regQueueDeviceLow, tUsed)
 	set32(tr, regQueueReady, 1)
-	set32(tr, regStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
-	return true
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -225,7 +231,7 @@ func TestTransport(t *testing.T) {
 	r := make(ram, tRAM)
 	irq := &fakeIRQ{}
 	var logged atomic.Value
-	tr := NewMMIO("virtio-rng test", RNG{}, r, irq, func(f string, a ...any) { logged.Store(fmt.Sprintf(f, a...)) })
+	tr := NewMMIO("virtio-rng test", RNG{}, r, irq, func(f string, a ...any) { logged.Store(fmt.Sprintf(f, a...)) }, failOnPanic(t))
 	defer tr.Close()
 	if reg32(tr, regMagic) != mmioMagic || reg32(tr, regVersion) != 2 || reg32(tr, regDeviceID) != 4 {
 		t.Fatal("identification registers are wrong")
@@ -429,7 +435,7 @@ func TestConsoleRun(t *testing.T) {
 	r := make(ram, tRAM)
 	var out safeBuf
 	c := NewConsole(&out)
-	tr := NewMMIO("virtio-console test", c, r, &fakeIRQ{}, t.Logf)
+	tr := NewMMIO("virtio-console test", c, r, &fakeIRQ{}, t.Logf, failOnPanic(t))
 	defer tr.Close()
 	// Queue 1 (transmit) at the test layout; queue 0 (receive) after it.
 	set32(tr, regStatus, StatusAcknowledge|StatusDriver)
@@ -475,3 +481,182 @@ func (b *safeBuf) Write(p []byte) (int, error) {
 }
 
 func (b *safeBuf) String() string { s, _ := b.v.Load().(string); return s }
+
+// failOnPanic is the fatal hook of test transports: a device goroutine's
+// panic fails the test (from any goroutine, hence Errorf).
+func failOnPanic(t testing.TB) func(error) {
+	return func(err error) { t.Errorf("device goroutine: %v", err) }
+}
+
+// TestTransportStatusMachine drives the status register through orderings a
+// driver may (or must not) use (spec 2.1, 3.1.1) and checks the state the
+// device ends in, that queue registers freeze once DRIVER_OK is set, and
+// that at most one device goroutine runs.
+func TestTransportStatusMachine(t *testing.T) {
+	const (
+		A, D, F, OK, NR, FL = StatusAcknowledge, StatusDriver, StatusFeaturesOK, StatusDriverOK, StatusNeedsReset, StatusFailed
+	)
+	cases := []struct {
+		name    string
+		seq     []uint32 // status writes; queue 0 is set up while the device is not live
+		want    uint32   // status read back at the end
+		running int32    // device goroutines running at the end
+		logs    int      // "needs reset" lines
+	}{
+		{name: "spec order", seq: []uint32{A, A | D, A | D | F, A | D | F | OK}, want: A | D | F | OK, running: 1},
+		{name: "all at once", seq: []uint32{A | D | F | OK}, want: A | D | F | OK, running: 1},
+		{name: "DRIVER_OK rewritten (FAILED added)", seq: []uint32{A | D | F, A | D | F | OK, A | D | F | OK | FL}, want: A | D | F | OK | FL, running: 1},
+		{name: "DRIVER_OK cleared", seq: []uint32{A | D | F, A | D | F | OK, A | D | F}, want: A | D | F | OK | NR, logs: 1},
+		{name: "DRIVER_OK cleared and set again", seq: []uint32{A | D | F, A | D | F | OK, A | D | F, A | D | F | OK}, want: A | D | F | OK | NR, logs: 1},
+		{name: "FEATURES_OK cleared", seq: []uint32{A | D | F, A | D}, want: A | D | F | NR, logs: 1},
+		{name: "ACKNOWLEDGE cleared", seq: []uint32{A, D}, want: A | NR, logs: 1},
+		{name: "DRIVER_OK without FEATURES_OK", seq: []uint32{A | D, A | D | OK}, want: A | D | OK | NR, logs: 1},
+		{name: "FEATURES_OK before DRIVER", seq: []uint32{A | F}, want: A},
+		{name: "driver writes NEEDS_RESET", seq: []uint32{A | NR}, want: A},
+		{name: "reset", seq: []uint32{A | D | F, A | D | F | OK, 0}, want: 0},
+		{name: "reset after driver error", seq: []uint32{A | D | F, A | D | F | OK, A, 0}, want: 0, logs: 1},
+		{name: "reactivation after reset", seq: []uint32{A | D | F, A | D | F | OK, 0, A | D | F, A | D | F | OK}, want: A | D | F | OK, running: 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := make(ram, tRAM)
+			dev := &countingWrap{Device: RNG{}}
+			var logs atomic.Int32
+			tr := NewMMIO("test", dev, r, &fakeIRQ{}, func(f string, a ...any) {
+				if contains(fmt.Sprintf(f, a...), "needs reset") {
+					logs.Add(1)
+				}
+			}, failOnPanic(t))
+			defer tr.Close()
+			set32(tr, regDriverFeatSel, 1)
+			set32(tr, regDriverFeatures, 1) // VERSION_1
+			for _, v := range c.seq {
+				if v&F != 0 && reg32(tr, regStatus)&F == 0 || v == 0 {
+					set32(tr, regDriverFeatSel, 1)
+					set32(tr, regDriverFeatures, 1)
+				}
+				if !tr.live {
+					setupQueue0(tr) // writable in any state before DRIVER_OK
+				}
+				set32(tr, regStatus, v)
+				// Once live, queue registers are frozen whatever the status.
+				if reg32(tr, regStatus)&OK != 0 {
+					set32(tr, regQueueNum, 256)
+					set32(tr, regQueueDescLow, tDesc+0x100)
+					set32(tr, regQueueReady, 0)
+					if q := tr.queues[0]; q.Size != tSize || q.DescAddr != tDesc || !q.Ready {
+						t.Fatalf("queue registers changed after DRIVER_OK: %+v", q)
+					}
+				}
+			}
+			if got := reg32(tr, regStatus); got != c.want {
+				t.Errorf("status %#x, want %#x", got, c.want)
+			}
+			waitFor(t, "the device goroutines to settle", func() bool { return dev.running.Load() == c.running })
+			if dev.max.Load() > 1 {
+				t.Errorf("%d device goroutines ran at once", dev.max.Load())
+			}
+			if int(logs.Load()) != c.logs {
+				t.Errorf("%d needs-reset lines, want %d", logs.Load(), c.logs)
+			}
+			if c.running == 1 {
+				// The device serves requests on the geometry it was started with.
+				putDescs(r, tDesc, []desc{{tData, 64, descFWrite, 0}})
+				offer(r, 0)
+				tr.Notify(0)
+				waitFor(t, "the used ring", func() bool { return binary.LittleEndian.Uint16(r[tUsed+2:]) == 1 })
+			}
+		})
+	}
+}
+
+// TestTransportLiveResize is defect 1 of issue 11: clearing DRIVER_OK, then
+// growing the queue and posting a buffer must not reach the device.
+func TestTransportLiveResize(t *testing.T) {
+	r := make(ram, 0x100000)
+	dev := &countingWrap{Device: RNG{}}
+	tr := NewMMIO("test", dev, r, &fakeIRQ{}, func(string, ...any) {}, failOnPanic(t))
+	defer tr.Close()
+	for i := 0; i < 200; i++ {
+		if !driverInit(tr, FeatureVersion1) {
+			t.Fatal("FEATURES_OK refused")
+		}
+		set32(tr, regStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK)
+		set32(tr, regQueueNum, 256)
+		putDescs(r, tDesc, []desc{{tData, 64, descFWrite, 0}})
+		binary.LittleEndian.PutUint16(r[tAvail+2:], uint16(i+1))
+		tr.Notify(0)
+		set32(tr, regStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
+		if reg32(tr, regStatus)&StatusNeedsReset == 0 {
+			t.Fatalf("round %d: no NEEDS_RESET after DRIVER_OK was cleared", i)
+		}
+		set32(tr, regStatus, 0)
+		if n := dev.running.Load(); n != 0 {
+			t.Fatalf("round %d: %d device goroutines after reset", i, n)
+		}
+	}
+	if dev.max.Load() > 1 {
+		t.Errorf("%d device goroutines ran at once", dev.max.Load())
+	}
+}
+
+type panicDev struct{ RNG }
+
+func (panicDev) Run(context.Context, *Queues) error { panic("boom") }
+
+// TestTransportPanicIsFatal: a panic on the device goroutine reaches the
+// fatal hook, naming the device, instead of killing the process.
+func TestTransportPanicIsFatal(t *testing.T) {
+	r := make(ram, tRAM)
+	got := make(chan error, 1)
+	tr := NewMMIO("virtio-test vdz", panicDev{}, r, &fakeIRQ{}, t.Logf, func(err error) { got <- err })
+	defer tr.Close()
+	driverInit(tr, FeatureVersion1)
+	select {
+	case err := <-got:
+		if !contains(err.Error(), "virtio-test vdz") || !contains(err.Error(), "panic: boom") {
+			t.Errorf("fatal error %q does not name the device and the panic", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the panic never reached the fatal hook")
+	}
+}
+
+// TestConsoleControlBounded is defect 3 of issue 11: PORT_READY without a
+// control receive queue must not make the host keep every reply.
+func TestConsoleControlBounded(t *testing.T) {
+	c := NewChannels("microvm.agent")
+	s := &conState{c: c}
+	const n = 100000
+	for i := 0; i < n; i++ {
+		s.handle(ControlMsg{ID: 0, Event: conPortReady, Value: 1})
+	}
+	if len(s.ctrlOut) != conMaxCtrlOut {
+		t.Errorf("%d control replies kept, want the bound %d", len(s.ctrlOut), conMaxCtrlOut)
+	}
+	if got := c.CtrlDropped(); got != 2*n-conMaxCtrlOut {
+		t.Errorf("%d replies counted as dropped, want %d", got, 2*n-conMaxCtrlOut)
+	}
+}
+
+// TestTransportOverlappingRings: a used ring over an available ring (the
+// device would drive the driver's index and never drain) is refused.
+func TestTransportOverlappingRings(t *testing.T) {
+	r := make(ram, tRAM)
+	var logged atomic.Value
+	tr := NewMMIO("test", RNG{}, r, &fakeIRQ{}, func(f string, a ...any) { logged.Store(fmt.Sprintf(f, a...)) }, failOnPanic(t))
+	defer tr.Close()
+	set32(tr, regStatus, StatusAcknowledge|StatusDriver)
+	set32(tr, regDriverFeatSel, 1)
+	set32(tr, regDriverFeatures, 1)
+	set32(tr, regStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK)
+	setupQueue0(tr)
+	set32(tr, regQueueDeviceLow, tAvail) // the used ring over the available ring
+	set32(tr, regStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
+	if reg32(tr, regStatus)&StatusNeedsReset == 0 {
+		t.Fatal("overlapping rings accepted")
+	}
+	if s, _ := logged.Load().(string); !contains(s, "overlaps") {
+		t.Errorf("log line %q does not say why", s)
+	}
+}

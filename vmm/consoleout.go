@@ -1,0 +1,156 @@
+package vmm
+
+import (
+	"io"
+	"sync"
+	"time"
+)
+
+// Console output goes from the devices (the UART on a vCPU thread,
+// virtio-console on its device goroutine) into a bounded buffer that one
+// goroutine drains to Config.Console. A consumer that stops reading
+// (stdout a pipe nobody reads) then back-pressures the guest, by design:
+// its writer waits for room, as a UART waits for a slow line. It never
+// keeps the machine from stopping: once the machine stops, writers no longer
+// wait, and what does not fit is dropped and counted.
+const (
+	// consoleBufMax bounds the console output held for a slow consumer:
+	// a Linux boot log (~60 KiB) fits, and it is small next to the VMM's
+	// few MiB of RSS.
+	consoleBufMax = 256 * KiB
+	// consoleChunk is the most the drainer writes at once, so a slow
+	// consumer shows progress (a pipe takes 64 KiB).
+	consoleChunk = 16 * KiB
+	// consoleFlushStall is how long Close waits for the consumer to take
+	// more of the remaining output before it gives up on it: a stalled
+	// stdout must not hold up --timeout.
+	consoleFlushStall = 500 * time.Millisecond
+)
+
+type consoleOut struct {
+	w io.Writer
+
+	mu       sync.Mutex
+	buf      []byte
+	busy     bool          // the drainer holds a chunk it is writing
+	released bool          // the machine stopped: writers never wait
+	closed   bool          // no more output: the drainer exits when empty
+	dropped  uint64        // bytes never handed to w
+	failed   bool          // w returned an error: the rest is dropped
+	kick     chan struct{} // wakes the drainer
+	progress chan struct{} // closed and replaced when the buffer shrinks
+}
+
+func newConsoleOut(w io.Writer) *consoleOut {
+	c := &consoleOut{w: w, kick: make(chan struct{}, 1), progress: make(chan struct{})}
+	go c.drain()
+	return c
+}
+
+// Write buffers b, waiting for room while the machine runs. It never fails:
+// console errors must not stop the guest.
+func (c *consoleOut) Write(b []byte) (int, error) {
+	n := len(b)
+	for len(b) > 0 {
+		c.mu.Lock()
+		if c.closed || c.failed {
+			c.dropped += uint64(len(b))
+			c.mu.Unlock()
+			break
+		}
+		room := consoleBufMax - len(c.buf)
+		if room == 0 {
+			if c.released {
+				c.dropped += uint64(len(b))
+				c.mu.Unlock()
+				break
+			}
+			wait := c.progress
+			c.mu.Unlock()
+			<-wait
+			continue
+		}
+		k := min(room, len(b))
+		c.buf = append(c.buf, b[:k]...)
+		b = b[k:]
+		c.mu.Unlock()
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+	}
+	return n, nil
+}
+
+func (c *consoleOut) drain() {
+	chunk := make([]byte, consoleChunk)
+	for {
+		c.mu.Lock()
+		for len(c.buf) == 0 {
+			if c.closed {
+				c.mu.Unlock()
+				return
+			}
+			c.mu.Unlock()
+			<-c.kick
+			c.mu.Lock()
+		}
+		n := copy(chunk, c.buf)
+		c.buf = append(c.buf[:0], c.buf[n:]...)
+		c.busy = true
+		c.mu.Unlock()
+		_, err := c.w.Write(chunk[:n])
+		c.mu.Lock()
+		c.busy = false
+		if err != nil && !c.failed {
+			c.failed = true
+			c.dropped += uint64(len(c.buf))
+			c.buf = nil
+		}
+		close(c.progress)
+		c.progress = make(chan struct{})
+		c.mu.Unlock()
+	}
+}
+
+// release stops writers from waiting: called when the machine stops, so
+// that a vCPU or device goroutine blocked on a stalled consumer returns.
+func (c *consoleOut) release() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.released {
+		c.released = true
+		close(c.progress)
+		c.progress = make(chan struct{})
+	}
+}
+
+// close ends the output: it waits while the consumer keeps taking what is
+// buffered, gives up after consoleFlushStall without progress, and returns
+// the bytes that were dropped (by a stalled or failed consumer).
+func (c *consoleOut) close() uint64 {
+	c.release()
+	c.mu.Lock()
+	c.closed = true
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+	for len(c.buf) > 0 || c.busy {
+		wait := c.progress
+		c.mu.Unlock()
+		select {
+		case <-wait:
+			c.mu.Lock()
+			continue
+		case <-time.After(consoleFlushStall):
+		}
+		c.mu.Lock()
+		c.dropped += uint64(len(c.buf))
+		c.buf = nil
+		break
+	}
+	d := c.dropped
+	c.mu.Unlock()
+	return d
+}

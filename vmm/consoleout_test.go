@@ -1,0 +1,86 @@
+package vmm
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+	"time"
+)
+
+// stalled is a console reader that never reads: Write blocks until unblock.
+type stalled struct{ unblock chan struct{} }
+
+func (s stalled) Write(b []byte) (int, error) { <-s.unblock; return len(b), nil }
+
+// slow takes every write, a little late.
+type slow struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *slow) Write(b []byte) (int, error) {
+	time.Sleep(time.Millisecond)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(b)
+}
+
+// TestConsoleOutStalled: a reader that never reads back-pressures the
+// writer only until the machine stops; close gives up within a bound and
+// counts what was lost.
+func TestConsoleOutStalled(t *testing.T) {
+	st := stalled{make(chan struct{})}
+	defer close(st.unblock)
+	c := newConsoleOut(st)
+	chunk := make([]byte, 4096)
+	wrote := make(chan int)
+	go func() {
+		n := 0
+		for i := 0; i < 2*consoleBufMax/len(chunk); i++ {
+			k, _ := c.Write(chunk)
+			n += k
+		}
+		wrote <- n
+	}()
+	select {
+	case <-wrote:
+		t.Fatal("writer was not held back by a full buffer")
+	case <-time.After(100 * time.Millisecond):
+	}
+	start := time.Now()
+	c.release()
+	n := <-wrote
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Errorf("writer returned %v after release", d)
+	}
+	dropped := c.close()
+	if d := time.Since(start); d > consoleFlushStall+200*time.Millisecond {
+		t.Errorf("close took %v with a stalled reader; bound %v", d, consoleFlushStall)
+	}
+	// All but the chunk the drainer holds is lost.
+	if dropped < uint64(n-consoleChunk) || dropped > uint64(n) {
+		t.Errorf("dropped %d of %d bytes", dropped, n)
+	}
+	if _, err := c.Write(chunk); err != nil {
+		t.Errorf("write after close: %v", err)
+	}
+}
+
+// TestConsoleOutSlow: a reader that keeps reading gets every byte, in
+// order, even more than the buffer holds.
+func TestConsoleOutSlow(t *testing.T) {
+	s := &slow{}
+	c := newConsoleOut(s)
+	var want bytes.Buffer
+	for i := 0; i < 3*consoleBufMax/1000; i++ {
+		b := bytes.Repeat([]byte{byte(i)}, 1000)
+		want.Write(b)
+		c.Write(b)
+	}
+	if d := c.close(); d != 0 {
+		t.Fatalf("%d bytes dropped for a reader that reads", d)
+	}
+	if !bytes.Equal(s.buf.Bytes(), want.Bytes()) {
+		t.Fatalf("got %d bytes, want %d, or out of order", s.buf.Len(), want.Len())
+	}
+}
