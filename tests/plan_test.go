@@ -32,6 +32,7 @@ var microTests = []string{
 	"TestMicroGuestBootProtocol", "TestMicroGuestTripleFault", "TestMicroGuestSMP",
 	"TestMicroGuestHighMemory", "TestMicroGuestTimeout", "TestNonRoot",
 	"TestSignalBeforeKVM", "TestSignalGuestRunning", "TestSignalHangup", "TestConsoleEscape",
+	"TestHostileTransport", "TestHostileGrowth", "TestHostileStalledStdout",
 }
 
 // l1Plan: one Linux-booting test per L1, so that every test starts from a
