@@ -4,8 +4,13 @@ import "math/bits"
 
 // filterCPUID adapts KVM_GET_SUPPORTED_CPUID for one vCPU: hypervisor bit,
 // KVM signature, APIC ID and topology for ncpus single-thread cores in one
-// package, and no PMU (we don't virtualize one).
-func filterCPUID(supported []cpuidEntry, id, ncpus int) []cpuidEntry {
+// package, and no PMU (we don't virtualize one). tscDeadline offers the
+// LAPIC's TSC-deadline mode (KVM_CAP_TSC_DEADLINE_TIMER with the in-kernel
+// irqchip; KVM_GET_SUPPORTED_CPUID never reports it, api.rst "CPU[EAX=1]:
+// ECX[24]"). With it Linux skips calibrate_APIC_clock, which spins with
+// PAUSE until 25 PIT ticks have been injected: a boot-time cost, and the
+// loop in which nested L1s were seen frozen (tests/nested/NOTES.md).
+func filterCPUID(supported []cpuidEntry, id, ncpus int, tscDeadline bool) []cpuidEntry {
 	out := make([]cpuidEntry, 0, len(supported)+2)
 	coreBits := uint32(bits.Len(uint(ncpus - 1)))
 	haveSig := false
@@ -16,6 +21,9 @@ func filterCPUID(supported []cpuidEntry, id, ncpus int) []cpuidEntry {
 			e.Ebx = e.Ebx&0x0000ffff | uint32(id)<<24 | uint32(ncpus)<<16
 			if ncpus > 1 {
 				e.Edx |= 1 << 28 // HTT: the logical count field is valid
+			}
+			if tscDeadline {
+				e.Ecx |= 1 << 24
 			}
 		case 4:
 			// Deterministic cache parameters: cores per package - 1 in 31:26,

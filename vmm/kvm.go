@@ -56,6 +56,7 @@ const (
 	capIOEventFD     = 36
 	capIRQFD         = 32
 	capImmediateExit = 136
+	capTSCDeadline   = 72
 )
 
 // RequiredCaps lists capabilities a host must offer, by name, for `check`.

@@ -446,6 +446,7 @@ func (m *Machine) createVCPUs(entry uint64) error {
 	if err != nil {
 		return err
 	}
+	tscDeadline := m.kvm.CheckExtension(capTSCDeadline) > 0
 	for i := 0; i < m.cfg.CPUs; i++ {
 		fd, err := ioctl(int(m.vm.Fd()), kvmCreateVCPU, uintptr(i))
 		if err != nil {
@@ -457,7 +458,7 @@ func (m *Machine) createVCPUs(entry uint64) error {
 		if v.run, err = unix.Mmap(int(fd), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
 			return fmt.Errorf("mmap kvm_run of vcpu %d: %w", i, err)
 		}
-		if err := v.setupCPU(supported, m.cfg.CPUs); err != nil {
+		if err := v.setupCPU(supported, m.cfg.CPUs, tscDeadline); err != nil {
 			return err
 		}
 	}

@@ -145,11 +145,11 @@ func TestCPUIDFilter(t *testing.T) {
 		{Function: 0xa, Eax: 7, Ebx: 7, Ecx: 7, Edx: 7},
 		{Function: 0xb, Index: 1},
 	}
-	out := filterCPUID(in, 3, 4)
+	out := filterCPUID(in, 3, 4, true)
 	for _, e := range out {
 		switch e.Function {
 		case 1:
-			if e.Ebx>>24 != 3 || (e.Ebx>>16)&0xff != 4 || e.Ebx&0xffff != 0xaaaa || e.Ecx>>31 != 1 || e.Edx&(1<<28) == 0 {
+			if e.Ebx>>24 != 3 || (e.Ebx>>16)&0xff != 4 || e.Ebx&0xffff != 0xaaaa || e.Ecx>>31 != 1 || e.Edx&(1<<28) == 0 || e.Ecx&(1<<24) == 0 {
 				t.Errorf("leaf 1 = %+v", e)
 			}
 		case 0xa:

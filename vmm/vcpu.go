@@ -62,8 +62,8 @@ const (
 
 // setupCPU applies what every vCPU needs: CPUID, boot MSRs, FPU state and
 // LAPIC LINT0=ExtINT / LINT1=NMI (as a BIOS would leave them).
-func (v *vcpu) setupCPU(supported []cpuidEntry, ncpus int) error {
-	ents := filterCPUID(supported, v.id, ncpus)
+func (v *vcpu) setupCPU(supported []cpuidEntry, ncpus int, tscDeadline bool) error {
+	ents := filterCPUID(supported, v.id, ncpus, tscDeadline)
 	c := &cpuid2{Nent: uint32(len(ents))}
 	copy(c.Entries[:], ents)
 	if _, err := ioctl(v.fd(), kvmSetCPUID2, uintptr(unsafe.Pointer(c))); err != nil {
