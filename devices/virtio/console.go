@@ -242,6 +242,11 @@ func (c *Console) Close() {
 
 // Run serves the ports and the control queues until ctx ends.
 func (c *Console) Run(ctx context.Context, qs *Queues) error {
+	// The helpers below end only when ctx does. Nothing cancels the
+	// activation's context while Run panics, so Run cancels its own on every
+	// way out, a panic included: otherwise the deferred Wait would block
+	// before the transport's guard could report the panic.
+	ctx, cancel := context.WithCancel(ctx)
 	s := &conState{ctx: ctx, c: c, qs: qs, used: make([]bool, len(qs.Q))}
 	for _, p := range c.Ports {
 		p.mu.Lock()
@@ -262,6 +267,7 @@ func (c *Console) Run(ctx context.Context, qs *Queues) error {
 	// activation will use, and must not take a notification meant for it.
 	var helpers sync.WaitGroup
 	defer helpers.Wait()
+	defer cancel() // runs before Wait
 	for _, src := range srcs {
 		helpers.Add(1)
 		go func() {

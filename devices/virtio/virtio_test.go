@@ -435,9 +435,27 @@ func TestConsoleRun(t *testing.T) {
 	r := make(ram, tRAM)
 	var out safeBuf
 	c := NewConsole(&out)
-	tr := NewMMIO("virtio-console test", c, r, &fakeIRQ{}, t.Logf, failOnPanic(t))
+	tr := startConsole(r, c, t.Logf, failOnPanic(t))
 	defer tr.Close()
-	// Queue 1 (transmit) at the test layout; queue 0 (receive) after it.
+	sendConsole(tr, r, "hello, host")
+	waitFor(t, "console output", func() bool { return out.String() == "hello, host" })
+
+	putDescs(r, 0x8000, []desc{{tData + 0x100, 32, descFWrite, 0}})
+	binary.LittleEndian.PutUint16(r[0x9000+4:], 0)
+	binary.LittleEndian.PutUint16(r[0x9000+2:], 1)
+	if _, err := c.Ports[0].Write([]byte("hi, guest")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "console input", func() bool { return binary.LittleEndian.Uint16(r[0xa000+2:]) == 1 })
+	if got := string(r[tData+0x100 : tData+0x100+9]); got != "hi, guest" {
+		t.Errorf("guest received %q", got)
+	}
+}
+
+// startConsole activates console c with queue 1 (transmit) at the test
+// layout and queue 0 (receive) at 0x8000.
+func startConsole(r ram, c *Console, logf func(string, ...any), fatal func(error)) *MMIO {
+	tr := NewMMIO("virtio-console test", c, r, &fakeIRQ{}, logf, fatal)
 	set32(tr, regStatus, StatusAcknowledge|StatusDriver)
 	set32(tr, regDriverFeatSel, 1)
 	set32(tr, regDriverFeatures, 1)
@@ -451,21 +469,37 @@ func TestConsoleRun(t *testing.T) {
 		set32(tr, regQueueReady, 1)
 	}
 	set32(tr, regStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
-	copy(r[tData:], "hello, host")
-	putDescs(r, tDesc, []desc{{tData, 11, 0, 0}})
+	return tr
+}
+
+// sendConsole has the guest write msg on port 0 of a started console.
+func sendConsole(tr *MMIO, r ram, msg string) {
+	copy(r[tData:], msg)
+	putDescs(r, tDesc, []desc{{tData, uint32(len(msg)), 0, 0}})
 	offer(r, 0)
 	tr.Notify(1)
-	waitFor(t, "console output", func() bool { return out.String() == "hello, host" })
+}
 
-	putDescs(r, 0x8000, []desc{{tData + 0x100, 32, descFWrite, 0}})
-	binary.LittleEndian.PutUint16(r[0x9000+4:], 0)
-	binary.LittleEndian.PutUint16(r[0x9000+2:], 1)
-	if _, err := c.Ports[0].Write([]byte("hi, guest")); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "console input", func() bool { return binary.LittleEndian.Uint16(r[0xa000+2:]) == 1 })
-	if got := string(r[tData+0x100 : tData+0x100+9]); got != "hi, guest" {
-		t.Errorf("guest received %q", got)
+type panicWriter struct{}
+
+func (panicWriter) Write([]byte) (int, error) { panic("port writer boom") }
+
+// TestConsolePanicIsFatal: a panic in a port's writer, on the console's
+// device goroutine, reaches the fatal hook while the machine runs, not only
+// (or never) at Close: the console's helper goroutines must not hold it up.
+func TestConsolePanicIsFatal(t *testing.T) {
+	r := make(ram, tRAM)
+	got := make(chan error, 1)
+	tr := startConsole(r, NewConsole(panicWriter{}), t.Logf, func(err error) { got <- err })
+	defer tr.Close()
+	sendConsole(tr, r, "x")
+	select {
+	case err := <-got:
+		if !contains(err.Error(), "virtio-console test") || !contains(err.Error(), "port writer boom") {
+			t.Errorf("fatal error %q does not name the device and the panic", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the console's panic did not reach the fatal hook while the device ran")
 	}
 }
 
