@@ -247,7 +247,7 @@ func (c *Console) Run(ctx context.Context, qs *Queues) error {
 	// way out, a panic included: otherwise the deferred Wait would block
 	// before the transport's guard could report the panic.
 	ctx, cancel := context.WithCancel(ctx)
-	s := &conState{ctx: ctx, c: c, qs: qs, used: make([]bool, len(qs.Q))}
+	s := &conState{ctx: ctx, c: c, qs: qs, used: make([]bool, len(qs.Q)), left: make([]int, len(qs.Q))}
 	for _, p := range c.Ports {
 		p.mu.Lock()
 		p.open = false
@@ -312,10 +312,27 @@ type conState struct {
 	qs      *Queues
 	ctrlOut [][]byte // control messages waiting for a driver buffer
 	used    []bool   // queues with new used buffers since the last signal
+	left    []int    // chains each queue may still serve in this step
+}
+
+// pop takes the next chain of queue i, at most Q[i].budget() per step (one
+// step per wake-up): see serveQueue for why.
+func (s *conState) pop(i int) (Chain, bool, error) {
+	if s.left[i] == 0 {
+		return Chain{}, false, nil
+	}
+	c, ok, err := s.qs.Q[i].Pop(s.qs.Mem)
+	if ok {
+		s.left[i]--
+	}
+	return c, ok, err
 }
 
 // step does all the work currently possible, then signals the driver.
 func (s *conState) step() error {
+	for i, q := range s.qs.Q {
+		s.left[i] = q.budget()
+	}
 	for progress := true; progress && s.ctx.Err() == nil; {
 		progress = false
 		for _, f := range []func() (bool, error){s.control, s.transmit, s.receive, s.flushControl} {
@@ -345,7 +362,7 @@ func (s *conState) control() (bool, error) {
 	q := s.qs.Q[qCtrlTX]
 	did := false
 	for s.ctx.Err() == nil {
-		ch, ok, err := q.Pop(s.qs.Mem)
+		ch, ok, err := s.pop(qCtrlTX)
 		if err != nil || !ok {
 			return did, err
 		}
@@ -406,7 +423,7 @@ func (s *conState) flushControl() (bool, error) {
 	q := s.qs.Q[qCtrlRX]
 	did := false
 	for len(s.ctrlOut) > 0 && s.ctx.Err() == nil {
-		ch, ok, err := q.Pop(s.qs.Mem)
+		ch, ok, err := s.pop(qCtrlRX)
 		if err != nil || !ok {
 			return did, err
 		}
@@ -431,7 +448,7 @@ func (s *conState) transmit() (bool, error) {
 		}
 		q := s.qs.Q[qi]
 		for s.ctx.Err() == nil {
-			ch, ok, err := q.Pop(s.qs.Mem)
+			ch, ok, err := s.pop(qi)
 			if err != nil {
 				return did, err
 			}
@@ -463,7 +480,7 @@ func (s *conState) receive() (bool, error) {
 		}
 		q := s.qs.Q[qi]
 		for p.Unread() > 0 && s.ctx.Err() == nil {
-			ch, ok, err := q.Pop(s.qs.Mem)
+			ch, ok, err := s.pop(qi)
 			if err != nil {
 				return did, err
 			}

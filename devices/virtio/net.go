@@ -26,6 +26,9 @@ const (
 	netMaxFrame  = 65536 + netHdrLen
 	qNetRX       = 0
 	qNetTX       = 1
+	// netTXRetry is the pause after a full queue's worth of frames in one
+	// pass (see transmit).
+	netTXRetry = 100 * time.Microsecond
 )
 
 // Net is a virtio-net device.
@@ -127,19 +130,30 @@ func (d *Net) receive(ctx context.Context, qs *Queues) error {
 func (d *Net) transmit(ctx context.Context, qs *Queues) error {
 	q := qs.Q[qNetTX]
 	buf := make([]byte, netMaxFrame)
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-qs.Notify(qNetTX):
+		case <-retry:
 		}
+		retry = nil
 		if q.avail == nil {
 			continue
 		}
 		sent := false
 		// Drain with notifications off; re-check after turning them back on.
 		q.SetNotify(false)
-		for ctx.Err() == nil { // see serveQueue
+		for n := 0; ctx.Err() == nil; n++ { // see serveQueue
+			if n == q.budget() {
+				// Frames made available while notifications were off came
+				// without one: they are sent after a pause, so that another
+				// device writing this ring cannot keep the host busy.
+				q.SetNotify(true)
+				retry = time.After(netTXRetry)
+				break
+			}
 			c, ok, err := q.Pop(qs.Mem)
 			if err != nil {
 				return err

@@ -86,6 +86,10 @@ func (q *Queue) activate(mem Memory, indirect bool) error {
 	return nil
 }
 
+// budget is how many chains a device serves per notification: q.Size (see
+// serveQueue). An unready queue (Size 0) gets one Pop, which fails.
+func (q *Queue) budget() int { return max(int(q.Size), 1) }
+
 // reset returns the queue to its state after a device reset.
 func (q *Queue) reset() {
 	*q = Queue{}
@@ -298,10 +302,21 @@ func sub(bufs [][]byte, off, n int) [][]byte {
 }
 
 // serveQueue is the loop of a device with one request queue: on each
-// notification it answers every available chain with handle (which returns
+// notification it answers the available chains with handle (which returns
 // the bytes written to the chain) and then signals the driver once.
+//
+// It serves at most q.Size chains per notification. A driver can lay one
+// device's rings over another's (the transport checks overlap only within
+// a device), so that what one device writes makes chains available to the
+// other: unbounded, device goroutines could keep each other busy while the
+// guest does nothing. The bound costs an honest driver nothing:
+// at most q.Size chains are outstanding when a notification is taken (spec
+// 2.7.6: the available ring has Size entries), and every chain made
+// available after that comes with a notification of its own, as this loop
+// never suppresses them.
 func serveQueue(ctx context.Context, qs *Queues, i int, handle func(*Chain) (uint32, error)) error {
 	q := qs.Q[i]
+	budget := q.budget()
 	for {
 		select {
 		case <-ctx.Done():
@@ -312,7 +327,7 @@ func serveQueue(ctx context.Context, qs *Queues, i int, handle func(*Chain) (uin
 		// ctx is checked per chain: a driver can make the ring look
 		// endless (a used ring laid over its own available index), and a
 		// reset must never wait on that.
-		for ctx.Err() == nil {
+		for n := 0; n < budget && ctx.Err() == nil; n++ {
 			c, ok, err := q.Pop(qs.Mem)
 			if err != nil {
 				return err
