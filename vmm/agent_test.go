@@ -3,6 +3,7 @@ package vmm
 import (
 	"bytes"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,12 +41,34 @@ func TestAgentReadyFlood(t *testing.T) {
 		t.Errorf("%d ready messages counted as coalesced, want %d", d, n-1)
 	}
 	a.Write(bytes.Repeat([]byte("junk\n"), 20000))
-	if len(lines) > logBurst {
-		t.Errorf("%d log lines for 20000 junk messages", len(lines))
-	}
 	m.reportDropped()
-	m.log.summary()
+	m.log.close()
 	if len(lines) != logBurst+2 {
 		t.Errorf("after the summary: %q", lines)
+	}
+}
+
+// TestAgentHugeLines: near-MaxMsgLen messages of an unknown type must not be
+// quoted whole into the log (issue 11b: 1000 of them made 4.2 MiB of stderr).
+func TestAgentHugeLines(t *testing.T) {
+	var lines []string
+	m := &Machine{}
+	m.log = newRateLog(func(s string) { lines = append(lines, s) })
+	a := &agentConn{m: m}
+	huge := []byte(`{"t":"` + strings.Repeat("a", agentproto.MaxMsgLen-16) + `"}` + "\n")
+	const n = 20
+	for i := 0; i < n; i++ {
+		a.Write(huge)
+	}
+	m.log.close()
+	total := 0
+	for _, l := range lines {
+		total += len(l)
+		if len(l) > logLineMax+64 {
+			t.Errorf("log line of %d bytes: %.80q...", len(l), l)
+		}
+	}
+	if len(lines) != logBurst+1 || total > (logBurst+1)*(logLineMax+64) {
+		t.Errorf("%d lines, %d bytes for %d messages of %d bytes", len(lines), total, n, len(huge))
 	}
 }

@@ -671,7 +671,7 @@ func (m *Machine) Close() {
 	}
 	m.reportDropped()
 	if m.log != nil {
-		m.log.summary()
+		m.log.close()
 	}
 	for _, f := range m.files {
 		f.Close()

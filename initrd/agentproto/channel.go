@@ -76,7 +76,8 @@ func ParseMsg(line []byte) (Msg, error) {
 			return Msg{}, fmt.Errorf("agent message: exit status %d out of range 0-255", m.Status)
 		}
 	default:
-		return Msg{}, fmt.Errorf("agent message: unknown type %q", m.T)
+		// The type is the guest's, up to MaxMsgLen: quote a bounded prefix.
+		return Msg{}, fmt.Errorf("agent message: unknown type %.64q (%d bytes)", m.T, len(m.T))
 	}
 	return m, nil
 }
