@@ -57,7 +57,9 @@ func offer(r ram, heads ...uint16) {
 		binary.LittleEndian.PutUint16(r[tAvail+4+2*uint64(idx%tSize):], h)
 		idx++
 	}
-	binary.LittleEndian.PutUint16(r[tAvail+2:], idx)
+	// Published with an atomic store (release), as the device reads it.
+	flags := atomic.LoadUint32(word(r, tAvail)) & 0xffff
+	atomic.StoreUint32(word(r, tAvail), uint32(idx)<<16|flags)
 }
 
 func newTestQueue(t testing.TB, r ram, indirect bool) *Queue {
@@ -258,7 +260,7 @@ func TestTransport(t *testing.T) {
 	putDescs(r, tDesc, []desc{{tData, 64, descFWrite, 0}})
 	offer(r, 0)
 	tr.Notify(0)
-	waitFor(t, "the used ring", func() bool { return binary.LittleEndian.Uint16(r[tUsed+2:]) == 1 })
+	waitFor(t, "the used ring", func() bool { return usedIdx(r, tUsed) == 1 })
 	if n := binary.LittleEndian.Uint32(r[tUsed+8:]); n != 64 {
 		t.Errorf("used length %d, want 64", n)
 	}
@@ -292,7 +294,7 @@ func TestTransport(t *testing.T) {
 	putDescs(r, tDesc, []desc{{tData, 8, descFWrite, 0}})
 	offer(r, 0)
 	tr.Notify(0)
-	waitFor(t, "service after reset", func() bool { return binary.LittleEndian.Uint16(r[tUsed+2:]) == 1 })
+	waitFor(t, "service after reset", func() bool { return usedIdx(r, tUsed) == 1 })
 }
 
 // errFile fails every operation with err.
@@ -443,11 +445,11 @@ func TestConsoleRun(t *testing.T) {
 
 	putDescs(r, 0x8000, []desc{{tData + 0x100, 32, descFWrite, 0}})
 	binary.LittleEndian.PutUint16(r[0x9000+4:], 0)
-	binary.LittleEndian.PutUint16(r[0x9000+2:], 1)
+	atomic.StoreUint32(word(r, 0x9000), 1<<16) // avail->idx = 1
 	if _, err := c.Ports[0].Write([]byte("hi, guest")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "console input", func() bool { return binary.LittleEndian.Uint16(r[0xa000+2:]) == 1 })
+	waitFor(t, "console input", func() bool { return usedIdx(r, 0xa000) == 1 })
 	if got := string(r[tData+0x100 : tData+0x100+9]); got != "hi, guest" {
 		t.Errorf("guest received %q", got)
 	}
@@ -599,7 +601,7 @@ func TestTransportStatusMachine(t *testing.T) {
 				putDescs(r, tDesc, []desc{{tData, 64, descFWrite, 0}})
 				offer(r, 0)
 				tr.Notify(0)
-				waitFor(t, "the used ring", func() bool { return binary.LittleEndian.Uint16(r[tUsed+2:]) == 1 })
+				waitFor(t, "the used ring", func() bool { return usedIdx(r, tUsed) == 1 })
 			}
 		})
 	}
