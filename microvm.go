@@ -174,6 +174,7 @@ type VM struct {
 	m      *vmm.Machine
 	cancel context.CancelFunc
 	done   chan struct{}
+	ended  chan struct{} // the guest stopped; Close (the console drain) may run on
 	res    Result
 	err    error
 }
@@ -190,6 +191,11 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Timeout > 0 {
+		// The console drain at exit ends DrainGrace after the deadline,
+		// before a caller's backstop for a stop that cannot complete.
+		vc.DrainBy = time.Now().Add(cfg.Timeout + DrainGrace)
+	}
 	m, err := vmm.New(vc)
 	if err != nil {
 		return nil, err
@@ -198,7 +204,7 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		m.Close()
 		return nil, err
 	}
-	vm := &VM{m: m, done: make(chan struct{})}
+	vm := &VM{m: m, done: make(chan struct{}), ended: make(chan struct{})}
 	var runCtx context.Context
 	if cfg.Timeout > 0 {
 		runCtx, vm.cancel = context.WithTimeout(ctx, cfg.Timeout)
@@ -211,6 +217,7 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	go func() {
 		defer close(vm.done)
 		r := m.Run(runCtx)
+		close(vm.ended)
 		vm.res = Result{
 			Reason:        r.Reason,
 			Detail:        r.Detail,
@@ -314,6 +321,14 @@ func (vm *VM) Wait() (Result, error) {
 // Stop asks the guest to stop (as if Start's context were canceled); Wait
 // then returns ExitCanceled.
 func (vm *VM) Stop() { vm.cancel() }
+
+// DrainGrace is how long after Config.Timeout the VM may take to hand the
+// rest of the console output to a slow Stdout; what is left is dropped.
+const DrainGrace = 4 * time.Second
+
+// Ended is closed when the guest has stopped, before the VM is released
+// (Done): from then on no deadline of the guest's can be missed.
+func (vm *VM) Ended() <-chan struct{} { return vm.ended }
 
 // Done is closed when the guest has ended and the VM is released.
 func (vm *VM) Done() <-chan struct{} { return vm.done }

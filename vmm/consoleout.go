@@ -126,9 +126,16 @@ func (c *consoleOut) release() {
 }
 
 // close ends the output: it waits while the consumer keeps taking what is
-// buffered, gives up after consoleFlushStall without progress, and returns
-// the bytes that were dropped (by a stalled or failed consumer).
-func (c *consoleOut) close() uint64 {
+// buffered, gives up after consoleFlushStall without progress or at by (if
+// not zero), and returns the bytes that were dropped (by a stalled, failed
+// or too slow consumer).
+func (c *consoleOut) close(by time.Time) uint64 {
+	var late <-chan time.Time
+	if !by.IsZero() {
+		t := time.NewTimer(time.Until(by))
+		defer t.Stop()
+		late = t.C
+	}
 	c.release()
 	c.mu.Lock()
 	c.closed = true
@@ -144,6 +151,7 @@ func (c *consoleOut) close() uint64 {
 			c.mu.Lock()
 			continue
 		case <-time.After(consoleFlushStall):
+		case <-late:
 		}
 		c.mu.Lock()
 		c.dropped += uint64(len(c.buf))

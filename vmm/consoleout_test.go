@@ -53,7 +53,7 @@ func TestConsoleOutStalled(t *testing.T) {
 	if d := time.Since(start); d > 100*time.Millisecond {
 		t.Errorf("writer returned %v after release", d)
 	}
-	dropped := c.close()
+	dropped := c.close(time.Time{})
 	if d := time.Since(start); d > consoleFlushStall+200*time.Millisecond {
 		t.Errorf("close took %v with a stalled reader; bound %v", d, consoleFlushStall)
 	}
@@ -77,10 +77,28 @@ func TestConsoleOutSlow(t *testing.T) {
 		want.Write(b)
 		c.Write(b)
 	}
-	if d := c.close(); d != 0 {
+	if d := c.close(time.Time{}); d != 0 {
 		t.Fatalf("%d bytes dropped for a reader that reads", d)
 	}
 	if !bytes.Equal(s.buf.Bytes(), want.Bytes()) {
 		t.Fatalf("got %d bytes, want %d, or out of order", s.buf.Len(), want.Len())
+	}
+}
+
+// TestConsoleOutDrainBy: a reader that reads, but too slowly to take the
+// rest before the drain deadline, loses the rest instead of holding up
+// close past it.
+func TestConsoleOutDrainBy(t *testing.T) {
+	c := newConsoleOut(&slow{})
+	for i := 0; i < consoleBufMax/1000; i++ {
+		c.Write(make([]byte, 1000)) // ~1 ms a 16 KiB chunk: well over 10 ms
+	}
+	start := time.Now()
+	d := c.close(start.Add(10 * time.Millisecond))
+	if el := time.Since(start); el > 200*time.Millisecond {
+		t.Errorf("close took %v with a 10ms drain deadline", el)
+	}
+	if d == 0 {
+		t.Error("nothing counted as dropped")
 	}
 }

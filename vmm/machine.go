@@ -68,6 +68,11 @@ type Config struct {
 	// Command, if set, is run by the guest agent: over the agent channel
 	// with VirtioConsole, otherwise passed on the kernel command line.
 	Command []string
+	// DrainBy, if set, is when Close stops waiting for Console to take the
+	// rest of the output (a slow reader); what is left is dropped and
+	// counted. --timeout sets it so that a guest that ended in time is not
+	// reported as timed out because of its reader.
+	DrainBy time.Time
 	// Logf receives VMM warnings such as a virtio device's driver error
 	// (default: a "microvm: " line on stderr).
 	Logf func(format string, a ...any)
@@ -664,7 +669,7 @@ func (m *Machine) Close() {
 	}
 	m.transports = nil
 	if m.out != nil {
-		if n := m.out.close(); n > 0 {
+		if n := m.out.close(m.cfg.DrainBy); n > 0 {
 			m.logf("%d bytes of console output dropped: the console's reader did not take them", n)
 		}
 		m.out = nil

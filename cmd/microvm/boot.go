@@ -183,6 +183,16 @@ func execute(e *env, cfg microvm.Config, f *vmFlags, interactive bool) (*microvm
 			os.Exit(vmm.CodeTimeout)
 		})
 		defer force.Stop()
+		// Once the guest has stopped, the exit code is the guest's: the
+		// console drain in Wait ends by itself (microvm.DrainGrace, shorter
+		// than stopGrace), and must not turn a clean exit into 124.
+		go func() {
+			select {
+			case <-vm.Ended():
+				force.Stop()
+			case <-ctx.Done():
+			}
+		}()
 	}
 	res, err := vm.Wait()
 	e.tty.Restore()
