@@ -496,13 +496,20 @@ func TestConsolePanicIsFatal(t *testing.T) {
 	tr := startConsole(r, NewConsole(panicWriter{}), t.Logf, func(err error) { got <- err })
 	defer tr.Close()
 	sendConsole(tr, r, "x")
+	expectFatal(t, got, "virtio-console test", "port writer boom")
+}
+
+// expectFatal waits for the fatal hook to report a panic naming the device
+// and the panic value; Close must not be what delivers it.
+func expectFatal(t *testing.T, got <-chan error, device, value string) {
+	t.Helper()
 	select {
 	case err := <-got:
-		if !contains(err.Error(), "virtio-console test") || !contains(err.Error(), "port writer boom") {
+		if !contains(err.Error(), device) || !contains(err.Error(), value) {
 			t.Errorf("fatal error %q does not name the device and the panic", err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("the console's panic did not reach the fatal hook while the device ran")
+		t.Fatal("the panic did not reach the fatal hook while the device ran")
 	}
 }
 
@@ -649,14 +656,7 @@ func TestTransportPanicIsFatal(t *testing.T) {
 	tr := NewMMIO("virtio-test vdz", panicDev{}, r, &fakeIRQ{}, t.Logf, func(err error) { got <- err })
 	defer tr.Close()
 	driverInit(tr, FeatureVersion1)
-	select {
-	case err := <-got:
-		if !contains(err.Error(), "virtio-test vdz") || !contains(err.Error(), "panic: boom") {
-			t.Errorf("fatal error %q does not name the device and the panic", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the panic never reached the fatal hook")
-	}
+	expectFatal(t, got, "virtio-test vdz", "panic: boom")
 }
 
 // TestConsoleControlBounded is defect 3 of issue 11: PORT_READY without a
