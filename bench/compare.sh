@@ -139,6 +139,8 @@ fi
 "$GO" build -o "$WORK/l1run" ./tests/nested/l1run
 CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/l1init" ./tests/nested/l1init
 
+[[ $KVM_MODE == direct ]] || L1_QEMU_BIN=$(l1_qemu)
+
 # run_l1 ARGS...: the runner with runner_args plus ARGS, in a fresh L1.
 # L1's own kernel log lines and harness lines are dropped from the output;
 # everything is also kept in $WORK/bench.log for the final summary.
@@ -153,6 +155,7 @@ run_l1() {
 		--l1init "$WORK/l1init" \
 		--memory "${L1_MEMORY_MIB:-3072}" \
 		--cpus 1 \
+		--qemu "$L1_QEMU_BIN" \
 		--timeout "$timeout" \
 		"${files[@]}" \
 		--init "$d/runner" \

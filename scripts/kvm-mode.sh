@@ -16,3 +16,15 @@ else
 	KVM_MODE=direct
 	KVM_MODE_REASON="host /dev/kvm is hardware-backed ($(grep -owE 'vmx|svm' /proc/cpuinfo | head -n1))"
 fi
+
+# l1_qemu prints the QEMU that runs the nested harness's L1: $L1_QEMU, or
+# the backports build that scripts/l1-qemu.sh keeps in the cache (why: see
+# that script). Call it after qemu-system-x86 is installed, whose libraries
+# it shares.
+l1_qemu() {
+	if [[ -n ${L1_QEMU:-} ]]; then
+		echo "$L1_QEMU"
+	else
+		"$(dirname "${BASH_SOURCE[0]}")/l1-qemu.sh"
+	fi
+}

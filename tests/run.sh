@@ -14,6 +14,7 @@
 #   L1_MEMORY_MIB, L1_CPUS  size of the L1 (default 4096 MiB, 1 CPU)
 #   L1_APPEND               extra L1 kernel command line
 #   L1_MONITOR=PATH         QEMU monitor socket, to inspect a stuck L1
+#   L1_QEMU=PATH            the QEMU that runs L1 (default: scripts/l1-qemu.sh's)
 #   MICROVM_BIN             prebuilt microvm binary (default: built here)
 #   KEEP_WORK=1             keep the scratch directory
 set -euo pipefail
@@ -81,12 +82,14 @@ fi
 # Prints "vm-tests: N passed, N failed, N skipped" from go test -v output,
 # counting top-level tests only.
 summarize() {
-	tr -d '\r' <"$1" | awk '
+	tr -d '\r' <"$1" | LC_ALL=C awk '
 		/^--- PASS/ { p++ } /^--- FAIL/ { f++ } /^--- SKIP/ { s++ }
 		/^l1run: / && !/payload exited/ { lost++ }
 		/^run.sh: harness retry/ { retry++ }
+		/@@L1-STALL revived/ { revived++ }
 		END {
 			printf "vm-tests: %d passed, %d failed, %d skipped\n", p, f, s
+			if (revived) printf "vm-tests: %d L1 stall(s) revived by an NMI\n", revived
 			if (retry) printf "vm-tests: %d group(s) retried after an L1 stall\n", retry
 			if (lost) printf "vm-tests: %d L1 run(s) ended without a test result (see l1run lines above)\n", lost
 		}'
@@ -118,6 +121,9 @@ CGO_ENABLED=0 "$GO" test -c -o "$WORK/tests.test" ./tests/
 [[ -x $WORK/tests.test ]] || die "no test binary built from ./tests (no *_test.go files?)"
 CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/l1init" ./tests/nested/l1init
 "$GO" build -o "$WORK/l1run" ./tests/nested/l1run
+
+L1_QEMU_BIN=$(l1_qemu)
+echo "vm tests: L1 runs under $("$L1_QEMU_BIN" --version | head -n1)"
 
 # Layout inside L1: everything under /microvm, scratch in /tmp (tmpfs).
 l1=/microvm
@@ -184,6 +190,7 @@ run_group() {
 		--cpus "${group_cpus[$i]}" \
 		${L1_APPEND:+--append "$L1_APPEND"} \
 		${L1_MONITOR:+--monitor "$L1_MONITOR"} \
+		--qemu "$L1_QEMU_BIN" \
 		--timeout "${gt}m" \
 		--dir "$dir" \
 		"${files[@]}" \
@@ -209,7 +216,7 @@ run_group() {
 group() {
 	local i=$1 t0=$SECONDS grc=0 retried=0
 	run_group "$i" "$WORK/g.$i.log" || grc=$?
-	if ! grep -q '@@L1-EXIT' "$WORK/g.$i.log"; then
+	if ! grep -aq '@@L1-EXIT' "$WORK/g.$i.log"; then
 		retried=1
 		mv "$WORK/g.$i.log" "$WORK/g.$i.stall1.log"
 		grc=0
@@ -225,12 +232,12 @@ report() {
 	read -r grc secs retried <"$WORK/g.$i.rc"
 	for f in "$WORK/g.$i.stall1.log" "$WORK/g.$i.log"; do
 		[[ -f $f ]] || continue
-		if grep -q '@@L1-EXIT' "$f"; then
-			if ((grc == 0)); then grep -v '@@L1-HB' "$f"; else cat "$f"; fi
+		if grep -aq '@@L1-EXIT' "$f"; then
+			if ((grc == 0)); then grep -av '@@L1-HB' "$f"; else cat "$f"; fi
 		else
-			grep -v '@@L1-HB' "$f" | tail -n 40
+			grep -av '@@L1-HB' "$f" | tail -n 40
 			log "L1 for ${group_re[$i]} ended without a result; its last heartbeats:"
-			grep '@@L1-HB' "$f" | tail -n 3 >&2 || true
+			grep -a '@@L1-HB' "$f" | tail -n 3 >&2 || true
 		fi
 	done
 	((retried == 0)) || echo "run.sh: harness retry for ${group_re[$i]}"

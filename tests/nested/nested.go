@@ -74,10 +74,12 @@ type Config struct {
 	// runs (default 10 s; negative turns heartbeats and stall detection
 	// off).
 	Heartbeat time.Duration
-	// StallAfter ends the run as stalled when no heartbeat has arrived
-	// for this long once the payload started (default 6 heartbeats). A
-	// frozen L1 (tests/nested/NOTES.md) then costs a minute, not the
-	// whole Timeout, and the error names L1's RIP.
+	// StallAfter is how long L1 may go without a heartbeat once the
+	// payload started (default 6 heartbeats). Then the run is diagnosed
+	// (L1's RIP and LAPIC, printed as an "@@L1-STALL" line) and L1 gets an
+	// NMI; if no heartbeat follows within StallAfter/2, the run ends as
+	// stalled. A frozen L1 (tests/nested/NOTES.md) then costs a minute
+	// and a half, not the whole Timeout.
 	StallAfter time.Duration
 }
 
@@ -90,6 +92,8 @@ type Result struct {
 	Duration time.Duration
 	// Output is everything L1 printed on its console (and QEMU's stderr).
 	Output []byte
+	// Revived counts stalls that an NMI ended (see StallAfter).
+	Revived int
 }
 
 // Error is returned when L1 did not report the payload's exit status.
@@ -402,6 +406,18 @@ func (c *console) bytes() []byte {
 	return append([]byte(nil), c.buf.Bytes()...)
 }
 
+// note writes a harness line into the console stream, on a line of its own.
+func (c *console) note(line string) {
+	c.Write([]byte("\n" + line + "\n"))
+}
+
+// lastBeat is when L1 last printed a heartbeat (or started the payload).
+func (c *console) lastBeat() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.alive
+}
+
 // silent reports how long L1 has gone without a sign of life since the
 // payload started (0 before it started), and the last heartbeat.
 func (c *console) silent() (time.Duration, string) {
@@ -446,6 +462,11 @@ func stallReason(cfg *Config, quiet time.Duration, last string) string {
 		samples = append(samples, cpuState(regs))
 	}
 	r += "; L1 CPU state: " + strings.Join(samples, " | then ")
+	// The local APIC: a timer that is armed or expired, and vectors
+	// pending (IRR) or in service (ISR), tell a lost interrupt from none.
+	if lapic, err := monitorCmd(cfg.Monitor, "info lapic", 5*time.Second); err == nil {
+		r += "; L1 LAPIC: " + strings.Join(strings.Fields(lapic), " ")
+	}
 	return r
 }
 
@@ -480,6 +501,9 @@ func runQEMU(ctx context.Context, cfg *Config, qemu, initrd string) (Result, err
 	exitSeen := con.exited
 	var grace <-chan time.Time
 	var watch <-chan time.Time
+	var nmiAt time.Time // when an NMI was sent to a stalled L1
+	var stall string    // its diagnosis
+	var res0 Result
 	if cfg.Heartbeat > 0 {
 		t := time.NewTicker(cfg.Heartbeat / 2)
 		defer t.Stop()
@@ -490,10 +514,36 @@ loop:
 		select {
 		case <-watch:
 			quiet, last := con.silent()
-			if quiet < cfg.StallAfter || exitSeen == nil {
+			if exitSeen == nil {
 				continue
 			}
-			reason = stallReason(cfg, quiet, last)
+			if nmiAt.IsZero() {
+				if quiet < cfg.StallAfter {
+					continue
+				}
+				// Diagnose, then try to revive L1 with an NMI: it is
+				// not masked by IF, and it makes QEMU's vCPU leave
+				// whatever loop it is in and look at its pending
+				// interrupts again.
+				stall = stallReason(cfg, quiet, last)
+				con.note("@@L1-STALL " + stall + "; sending an NMI")
+				if _, err := monitorCmd(cfg.Monitor, "nmi", 5*time.Second); err != nil {
+					con.note("@@L1-STALL monitor nmi: " + err.Error())
+				}
+				nmiAt = time.Now()
+				continue
+			}
+			if b := con.lastBeat(); b.After(nmiAt) {
+				con.note(fmt.Sprintf("@@L1-STALL revived: a heartbeat %.1fs after the NMI", b.Sub(nmiAt).Seconds()))
+				res0.Revived++
+				nmiAt, stall = time.Time{}, ""
+				continue
+			}
+			// Half of StallAfter for a stalled L1 to beat again.
+			if time.Since(nmiAt) < cfg.StallAfter/2 {
+				continue
+			}
+			reason = stall + "; an NMI did not revive it"
 			kill()
 			waitErr = <-done
 			break loop
@@ -519,7 +569,11 @@ loop:
 			break loop
 		}
 	}
-	res := Result{Duration: time.Since(start), Output: con.bytes()}
+	if !nmiAt.IsZero() && reason == "" && con.lastBeat().After(nmiAt) {
+		con.note("@@L1-STALL revived: L1 went on after the NMI")
+		res0.Revived++
+	}
+	res := Result{Duration: time.Since(start), Output: con.bytes(), Revived: res0.Revived}
 	code, ok := ParseExit(res.Output)
 	if ok && reason == "" {
 		res.ExitCode = code

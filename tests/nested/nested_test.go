@@ -2,8 +2,8 @@ package nested
 
 import (
 	"bytes"
-	"errors"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -331,5 +331,26 @@ func TestCPUState(t *testing.T) {
 	want := "RIP=ffffffff8103c2d2 CPL=0 GS.base=ffff88800f300000; RIP=00007f0000001000 CPL=3 GS.base=0000000000000000"
 	if got := cpuState(regs); got != want {
 		t.Errorf("cpuState = %q\nwant %q", got, want)
+	}
+}
+
+// TestStallRevived: an L1 that beats again after the stall was diagnosed
+// (here on its own; in QEMU after the NMI) runs on to its exit status, and
+// the revival is counted and written into the console.
+func TestStallRevived(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "qemu")
+	os.WriteFile(fake, []byte("#!/bin/sh\necho '@@L1 start'\necho '@@L1-HB t=1.0 vms=0 []'\nsleep 2.5\necho '@@L1-HB t=3.0 vms=0 []'\nsleep 0.5\necho '@@L1-EXIT 3'\n"), 0o755)
+	kernel := filepath.Join(dir, "bzImage")
+	os.WriteFile(kernel, []byte("x"), 0o644)
+	res, err := Run(context.Background(), Config{
+		Kernel: kernel, Init: "/x", L1Init: kernel, QEMU: fake,
+		Timeout: time.Minute, Heartbeat: 200 * time.Millisecond, StallAfter: 2 * time.Second,
+	})
+	if err != nil || res.ExitCode != 3 || res.Revived != 1 {
+		t.Fatalf("exit %d, revived %d, err %v; want 3, 1, nil", res.ExitCode, res.Revived, err)
+	}
+	if out := string(res.Output); !strings.Contains(out, "@@L1-STALL L1 stalled") || !strings.Contains(out, "@@L1-STALL revived") {
+		t.Errorf("console lacks the stall and revival lines:\n%s", out)
 	}
 }

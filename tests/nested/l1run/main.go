@@ -79,7 +79,11 @@ func main() {
 		}
 		fail("%v", err)
 	}
-	fmt.Fprintf(os.Stderr, "l1run: payload exited %d; L1 round trip %.1fs\n", res.ExitCode, res.Duration.Seconds())
+	revived := ""
+	if res.Revived > 0 {
+		revived = fmt.Sprintf("; %d stall(s) revived by an NMI", res.Revived)
+	}
+	fmt.Fprintf(os.Stderr, "l1run: payload exited %d; L1 round trip %.1fs%s\n", res.ExitCode, res.Duration.Seconds(), revived)
 	os.Exit(res.ExitCode)
 }
 
