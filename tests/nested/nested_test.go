@@ -297,21 +297,30 @@ func main() { _, err := os.Stat("/dev/kvm"); fmt.Println("payload kvm err:", err
 	}
 }
 
+// fakeL1 writes a stand-in for QEMU that starts "the payload" and then runs
+// script, and a placeholder kernel (also usable as l1init).
+func fakeL1(t *testing.T, script string) (qemu, kernel string) {
+	t.Helper()
+	dir := t.TempDir()
+	qemu, kernel = filepath.Join(dir, "qemu"), filepath.Join(dir, "bzImage")
+	if err := os.WriteFile(qemu, []byte("#!/bin/sh\necho '@@L1 start'\n"+script+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(kernel, []byte("x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return qemu, kernel
+}
+
 // TestStallDetected: an "L1" (a stand-in for QEMU that starts the payload,
 // beats twice and then goes silent, as a frozen L1 does) is ended as
 // stalled after StallAfter, not after Timeout, and the error says so with
 // the last heartbeat.
 func TestStallDetected(t *testing.T) {
-	dir := t.TempDir()
-	fake := filepath.Join(dir, "qemu")
-	os.WriteFile(fake, []byte("#!/bin/sh\necho '@@L1 start'\necho '@@L1-HB t=1.0 vms=0 []'\nsleep 0.2\necho '@@L1-HB t=2.0 vms=1 [7:R:0.5s]'\nexec sleep 600\n"), 0o755)
-	kernel := filepath.Join(dir, "bzImage")
-	os.WriteFile(kernel, []byte("x"), 0o644)
-	l1init := filepath.Join(dir, "l1init")
-	os.WriteFile(l1init, []byte("x"), 0o755)
+	qemu, kernel := fakeL1(t, "echo '@@L1-HB t=1.0 vms=0 []'\nsleep 0.2\necho '@@L1-HB t=2.0 vms=1 [7:R:0.5s]'\nexec sleep 600")
 	start := time.Now()
 	_, err := Run(context.Background(), Config{
-		Kernel: kernel, Init: "/x", L1Init: l1init, QEMU: fake,
+		Kernel: kernel, Init: "/x", L1Init: kernel, QEMU: qemu,
 		Timeout: 5 * time.Minute, Heartbeat: 200 * time.Millisecond, StallAfter: time.Second,
 	})
 	var ne *Error
@@ -338,13 +347,9 @@ func TestCPUState(t *testing.T) {
 // (here on its own; in QEMU after the NMI) runs on to its exit status, and
 // the revival is counted and written into the console.
 func TestStallRevived(t *testing.T) {
-	dir := t.TempDir()
-	fake := filepath.Join(dir, "qemu")
-	os.WriteFile(fake, []byte("#!/bin/sh\necho '@@L1 start'\necho '@@L1-HB t=1.0 vms=0 []'\nsleep 2.5\necho '@@L1-HB t=3.0 vms=0 []'\nsleep 0.5\necho '@@L1-EXIT 3'\n"), 0o755)
-	kernel := filepath.Join(dir, "bzImage")
-	os.WriteFile(kernel, []byte("x"), 0o644)
+	qemu, kernel := fakeL1(t, "echo '@@L1-HB t=1.0 vms=0 []'\nsleep 2.5\necho '@@L1-HB t=3.0 vms=0 []'\nsleep 0.5\necho '@@L1-EXIT 3'")
 	res, err := Run(context.Background(), Config{
-		Kernel: kernel, Init: "/x", L1Init: kernel, QEMU: fake,
+		Kernel: kernel, Init: "/x", L1Init: kernel, QEMU: qemu,
 		Timeout: time.Minute, Heartbeat: 200 * time.Millisecond, StallAfter: 2 * time.Second,
 	})
 	if err != nil || res.ExitCode != 3 || res.Revived != 1 {
