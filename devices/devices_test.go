@@ -34,14 +34,14 @@ func TestBusOverlap(t *testing.T) {
 		}
 	}
 	d := make([]byte, 1)
-	if !b.Read(0x3fd, d) || d[0] != 5 {
-		t.Errorf("read 0x3fd: %v %d", b.Read(0x3fd, d), d[0])
+	if ok, _ := b.Read(0x3fd, d); !ok || d[0] != 5 {
+		t.Errorf("read 0x3fd: %v %d", ok, d[0])
 	}
-	if b.Read(0x500, d) || d[0] != 0xff {
+	if ok, _ := b.Read(0x500, d); ok || d[0] != 0xff {
 		t.Errorf("unmapped read = %#x, want 0xff", d[0])
 	}
 	d4 := make([]byte, 4)
-	if b.Read(0x3fe, d4) {
+	if ok, _ := b.Read(0x3fe, d4); ok {
 		t.Error("access straddling the window end was dispatched")
 	}
 }
