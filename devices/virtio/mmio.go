@@ -412,15 +412,10 @@ func overlaps(a, b []byte) bool {
 // serve is the device goroutine of activation a.
 func (t *MMIO) serve(ctx context.Context, a *activation, qs *Queues) {
 	defer close(a.done)
-	err := guard.Run(func() error { return t.dev.Run(ctx, qs) })
 	// A panic, in Run or in one of its helpers (runAll), is a VMM bug, not
 	// the driver's: it ends the machine rather than the device.
-	var pe *guard.Panic
-	if errors.As(err, &pe) {
-		t.fatal(guard.Internal("device "+t.name, pe))
-		return
-	}
-	if err == nil || ctx.Err() != nil {
+	err := guard.Call("device "+t.name, t.fatal, func() error { return t.dev.Run(ctx, qs) })
+	if err == nil || ctx.Err() != nil || guard.Of(err) != nil {
 		return
 	}
 	t.mu.Lock()

@@ -39,21 +39,29 @@ func Internal(what string, err error) error {
 	return fmt.Errorf("internal error: %s: %w", what, err)
 }
 
+// Call runs f. A panic in it, or a *Panic among the errors it returns (a
+// helper's, from Run), is passed to report as the internal error of what,
+// and returned.
+func Call(what string, report func(error), f func() error) error {
+	err := Run(f)
+	if p := Of(err); p != nil {
+		err = Internal(what, p)
+		report(err)
+	}
+	return err
+}
+
 // Go runs f on its own goroutine; a panic there is passed to report as the
 // internal error of what.
 func Go(what string, report func(error), f func()) {
-	go func() {
-		if err := Run(func() error { f(); return nil }); err != nil {
-			report(Internal(what, err))
-		}
-	}()
+	go Call(what, report, func() error { f(); return nil })
 }
 
-// Stack is the stack of the panic err carries, nil if none.
-func Stack(err error) []byte {
+// Of is the panic err carries, nil if none.
+func Of(err error) *Panic {
 	var p *Panic
 	if errors.As(err, &p) {
-		return p.Stack
+		return p
 	}
 	return nil
 }
