@@ -5,6 +5,8 @@ package devices
 import (
 	"fmt"
 	"sort"
+
+	"github.com/microvm-dev/microvm/internal/guard"
 )
 
 // Device handles accesses to its window on a bus. off is relative to the
@@ -58,39 +60,53 @@ func (b *Bus) Register(name string, base, size uint64, dev Device) error {
 	return nil
 }
 
-func (b *Bus) find(addr uint64, n int) (Device, uint64, bool) {
+func (b *Bus) find(addr uint64, n int) (*window, uint64, bool) {
 	i := sort.Search(len(b.windows), func(i int) bool { return b.windows[i].base+b.windows[i].size > addr })
 	if i == len(b.windows) {
 		return nil, 0, false
 	}
-	w := b.windows[i]
+	w := &b.windows[i]
 	off := addr - w.base
 	if addr < w.base || off+uint64(n) > w.size {
 		return nil, 0, false
 	}
-	return w.dev, off, true
+	return w, off, true
 }
 
 // Read dispatches a read. Accesses that hit no device read as all ones, like
-// an unpopulated ISA bus; the result reports whether a device answered.
-func (b *Bus) Read(addr uint64, data []byte) bool {
-	dev, off, ok := b.find(addr, len(data))
+// an unpopulated ISA bus; ok reports whether a device answered. A panic in
+// the device's handler is returned as the internal error of that device.
+func (b *Bus) Read(addr uint64, data []byte) (ok bool, err error) {
+	w, off, ok := b.find(addr, len(data))
 	if !ok {
 		for i := range data {
 			data[i] = 0xff
 		}
-		return false
+		return false, nil
 	}
-	dev.Read(off, data)
-	return true
+	defer w.recoverAccess(addr, &err)
+	w.dev.Read(off, data)
+	return true, nil
 }
 
-// Write dispatches a write; writes that hit no device are dropped.
-func (b *Bus) Write(addr uint64, data []byte) bool {
-	dev, off, ok := b.find(addr, len(data))
+// Write dispatches a write; writes that hit no device are dropped. A panic
+// in the device's handler is returned as the internal error of that device.
+func (b *Bus) Write(addr uint64, data []byte) (ok bool, err error) {
+	w, off, ok := b.find(addr, len(data))
 	if !ok {
-		return false
+		return false, nil
 	}
-	dev.Write(off, data)
-	return true
+	defer w.recoverAccess(addr, &err)
+	w.dev.Write(off, data)
+	return true, nil
+}
+
+// recoverAccess, deferred by Read and Write, names the device whose handler
+// panicked: the handler runs on a vCPU thread, which alone does not say
+// which device has the bug. A direct defer costs no allocation; the name is
+// formatted only on a panic.
+func (w *window) recoverAccess(addr uint64, err *error) {
+	if r := recover(); r != nil {
+		*err = guard.Internal(fmt.Sprintf("device %s at %#x", w.name, addr), guard.Recovered(r))
+	}
 }

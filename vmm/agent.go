@@ -3,8 +3,8 @@ package vmm
 import (
 	"sync/atomic"
 
-	"github.com/microvm-dev/microvm/devices/virtio"
 	"github.com/microvm-dev/microvm/initrd/agentproto"
+	"github.com/microvm-dev/microvm/internal/guard"
 )
 
 // agentConn is the host end of the agent channel (the virtio-console port
@@ -13,7 +13,7 @@ import (
 // the console device's goroutine.
 type agentConn struct {
 	m     *Machine
-	port  *virtio.Port // to the agent
+	port  agentPort // to the agent
 	split agentproto.LineSplitter
 	// replying is set while the one reply writer runs. A "ready" that
 	// arrives while a reply is still being written or not yet read is
@@ -23,6 +23,12 @@ type agentConn struct {
 	replying atomic.Bool
 	// dropped counts the "ready" messages answered that way.
 	dropped atomic.Uint64
+}
+
+// agentPort is the part of *virtio.Port the agent uses (a fake in tests).
+type agentPort interface {
+	Write([]byte) (int, error)
+	Unread() int
 }
 
 func (a *agentConn) Write(b []byte) (int, error) {
@@ -50,10 +56,10 @@ func (a *agentConn) line(l []byte) {
 		// goroutine that moves the bytes: send from another one. It ends
 		// when the guest has taken all but the last conMaxPending bytes, or
 		// when the machine closes the port.
-		go func() {
+		guard.Go("agent reply", a.m.fatal, func() {
 			defer a.replying.Store(false)
 			_, _ = a.port.Write(reply)
-		}()
+		})
 	case agentproto.MsgMilestone:
 		a.m.milestone(msg.Code, 0)
 	case agentproto.MsgExit:

@@ -17,7 +17,7 @@ import (
 func TestAgentReadyFlood(t *testing.T) {
 	var lines []string
 	m := &Machine{cfg: Config{Command: []string{"true"}}}
-	m.log = newRateLog(func(s string) { lines = append(lines, s) })
+	m.log = newRateLog(func(s string) { lines = append(lines, s) }, failOnPanic(t))
 	ch := virtio.NewChannels(AgentPortName)
 	defer ch.Close()
 	a := &agentConn{m: m, port: ch.Ports[0]}
@@ -53,7 +53,7 @@ func TestAgentReadyFlood(t *testing.T) {
 func TestAgentHugeLines(t *testing.T) {
 	var lines []string
 	m := &Machine{}
-	m.log = newRateLog(func(s string) { lines = append(lines, s) })
+	m.log = newRateLog(func(s string) { lines = append(lines, s) }, failOnPanic(t))
 	a := &agentConn{m: m}
 	huge := []byte(`{"t":"` + strings.Repeat("a", agentproto.MaxMsgLen-16) + `"}` + "\n")
 	const n = 20

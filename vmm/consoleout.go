@@ -4,6 +4,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/microvm-dev/microvm/internal/guard"
 )
 
 // Console output goes from the devices (the UART on a vCPU thread,
@@ -41,9 +43,11 @@ type consoleOut struct {
 	progress chan struct{} // closed and replaced when the buffer shrinks
 }
 
-func newConsoleOut(w io.Writer) *consoleOut {
+// newConsoleOut starts the drainer; a panic there (in w, or a bug here) is
+// passed to report as an internal error.
+func newConsoleOut(w io.Writer, report func(error)) *consoleOut {
 	c := &consoleOut{w: w, kick: make(chan struct{}, 1), progress: make(chan struct{})}
-	go c.drain()
+	guard.Go("console output", report, c.drain)
 	return c
 }
 

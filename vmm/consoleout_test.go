@@ -31,7 +31,7 @@ func (s *slow) Write(b []byte) (int, error) {
 func TestConsoleOutStalled(t *testing.T) {
 	st := stalled{make(chan struct{})}
 	defer close(st.unblock)
-	c := newConsoleOut(st)
+	c := newConsoleOut(st, failOnPanic(t))
 	chunk := make([]byte, 4096)
 	wrote := make(chan int)
 	go func() {
@@ -70,7 +70,7 @@ func TestConsoleOutStalled(t *testing.T) {
 // order, even more than the buffer holds.
 func TestConsoleOutSlow(t *testing.T) {
 	s := &slow{}
-	c := newConsoleOut(s)
+	c := newConsoleOut(s, failOnPanic(t))
 	var want bytes.Buffer
 	for i := 0; i < 3*consoleBufMax/1000; i++ {
 		b := bytes.Repeat([]byte{byte(i)}, 1000)
@@ -89,7 +89,7 @@ func TestConsoleOutSlow(t *testing.T) {
 // rest before the drain deadline, loses the rest instead of holding up
 // close past it.
 func TestConsoleOutDrainBy(t *testing.T) {
-	c := newConsoleOut(&slow{})
+	c := newConsoleOut(&slow{}, failOnPanic(t))
 	for i := 0; i < consoleBufMax/1000; i++ {
 		c.Write(make([]byte, 1000)) // ~1 ms a 16 KiB chunk: well over 10 ms
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/microvm-dev/microvm/devices"
 	"github.com/microvm-dev/microvm/devices/virtio"
 	"github.com/microvm-dev/microvm/initrd/agentproto"
+	"github.com/microvm-dev/microvm/internal/guard"
 	"golang.org/x/sys/unix"
 )
 
@@ -228,7 +229,7 @@ func New(cfg Config) (m *Machine, err error) {
 		cmdline:   cmdline,
 		plan:      plan,
 	}
-	mc.log = newRateLog(mc.printLog)
+	mc.log = newRateLog(mc.printLog, mc.fatal)
 	m = mc
 	m.guestStatus.Store(-1)
 	// Not m: every error return below sets m to nil.
@@ -374,7 +375,7 @@ func (m *Machine) addDevices() error {
 	if out == nil {
 		out = io.Discard
 	}
-	m.out = newConsoleOut(out)
+	m.out = newConsoleOut(out, m.fatal)
 	m.panicWatch = &panicWatcher{w: m.out}
 	m.serial = devices.NewSerial(m.panicWatch, irqLine{vm: m.vm, irq: COM1IRQ})
 	m.serial.OnFirstByte = func() { m.timeline.Mark(PhaseFirstOutput) }
@@ -421,8 +422,9 @@ func (m *Machine) printLog(line string) {
 	fmt.Fprintf(os.Stderr, "microvm: %s\n", line)
 }
 
-// fatal ends the machine with an internal error (ExitError): a device
-// goroutine panicked, a bug in the VMM rather than anything the guest did.
+// fatal ends the machine with an internal error (ExitError): a device or
+// VMM goroutine panicked, a bug in the VMM rather than anything the guest
+// did.
 func (m *Machine) fatal(err error) {
 	m.guestStopped(vcpuExit{reason: ExitError, err: err})
 }
@@ -538,7 +540,7 @@ func (m *Machine) run(ctx context.Context) Result {
 	}
 	pollDone := make(chan struct{})
 	defer close(pollDone)
-	go func() {
+	guard.Go("halt poll", m.fatal, func() {
 		t := time.NewTicker(haltPollInterval)
 		defer t.Stop()
 		for {
@@ -551,7 +553,8 @@ func (m *Machine) run(ctx context.Context) Result {
 				}
 			}
 		}
-	}()
+	})
+
 	var first vcpuExit
 	select {
 	case <-ctx.Done():
@@ -628,7 +631,14 @@ var procsMu sync.Mutex
 
 // SendInput feeds host bytes to the guest's serial port, waiting while the
 // receive FIFO is full, until ctx ends.
+//
+// A panic in the device that takes the input ends the machine with an
+// internal error, and is returned.
 func (m *Machine) SendInput(ctx context.Context, b []byte) error {
+	return guard.Call("console input", m.fatal, func() error { return m.sendInput(ctx, b) })
+}
+
+func (m *Machine) sendInput(ctx context.Context, b []byte) error {
 	if c := m.plan.console; c != nil {
 		_, err := c.Ports[0].Write(b)
 		return err

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/microvm-dev/microvm/internal/guard"
 )
 
 const (
@@ -46,14 +48,16 @@ type logCount struct {
 	suppressed string // the first line not printed, capped
 }
 
-func newRateLog(sink func(string)) *rateLog {
+// newRateLog starts the writer; a panic there (in sink, or a bug here) is
+// passed to report as an internal error.
+func newRateLog(sink func(string), report func(error)) *rateLog {
 	l := &rateLog{lines: make(chan string, logQueue), done: make(chan struct{}), keys: map[string]*logCount{}}
-	go func() {
+	guard.Go("log writer", report, func() {
 		defer close(l.done)
 		for s := range l.lines {
 			sink(s)
 		}
-	}()
+	})
 	return l
 }
 

@@ -27,7 +27,7 @@ func TestRateLog(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var lines []string
-			l := newRateLog(func(s string) { lines = append(lines, s) })
+			l := newRateLog(func(s string) { lines = append(lines, s) }, failOnPanic(t))
 			for k, n := range c.perKey {
 				for i := 0; i < n; i++ {
 					l.logf(fmt.Sprint("k", k), "key %d line %d %s", k, i, c.arg)
@@ -59,7 +59,7 @@ func TestRateLog(t *testing.T) {
 func TestRateLogStalledSink(t *testing.T) {
 	stall := make(chan struct{})
 	defer close(stall)
-	l := newRateLog(func(string) { <-stall })
+	l := newRateLog(func(string) { <-stall }, failOnPanic(t))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/microvm-dev/microvm/internal/guard"
 	"golang.org/x/sys/unix"
 )
 
@@ -186,16 +187,16 @@ type vcpuExit struct {
 	err    error
 }
 
-// guardedLoop is loop with a panic (in a device's register handler, which
-// runs on the vCPU thread) turned into an internal error that stops the
-// machine, so the process can restore the terminal and exit 1.
+// guardedLoop is loop with a panic in the VMM's own exit handling turned
+// into an internal error that stops the machine, so the process can restore
+// the terminal and exit 1. A panic in a device's register handler is caught
+// by the bus, which names the device.
 func (v *vcpu) guardedLoop(m *Machine) (e vcpuExit) {
-	defer func() {
-		if r := recover(); r != nil {
-			e = vcpuExit{reason: ExitError, err: fmt.Errorf("vcpu %d: internal error: panic: %v", v.id, r)}
-		}
-	}()
-	return v.loop(m)
+	err := guard.Run(func() error { e = v.loop(m); return nil })
+	if err != nil {
+		e = vcpuExit{reason: ExitError, err: guard.Internal(fmt.Sprintf("vcpu %d", v.id), err)}
+	}
+	return e
 }
 
 // loop runs the vCPU until the machine stops or the guest does something
@@ -234,10 +235,14 @@ func (v *vcpu) loop(m *Machine) vcpuExit {
 			}
 			for i := 0; i < count; i++ {
 				d := v.run[off+uint64(i*size) : off+uint64((i+1)*size)]
+				var err error
 				if dir == 1 {
-					m.pio.Write(port, d)
+					_, err = m.pio.Write(port, d)
 				} else {
-					m.pio.Read(port, d)
+					_, err = m.pio.Read(port, d)
+				}
+				if err != nil {
+					return vcpuExit{reason: ExitError, err: err}
 				}
 			}
 		case exitMMIO:
@@ -247,10 +252,14 @@ func (v *vcpu) loop(m *Machine) vcpuExit {
 				n = 8
 			}
 			d := u[8 : 8+n]
+			var err error
 			if u[20] != 0 {
-				m.mmio.Write(addr, d)
+				_, err = m.mmio.Write(addr, d)
 			} else {
-				m.mmio.Read(addr, d)
+				_, err = m.mmio.Read(addr, d)
+			}
+			if err != nil {
+				return vcpuExit{reason: ExitError, err: err}
 			}
 		case exitHLT:
 			// Only without an in-kernel LAPIC; nothing to do but re-enter.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/microvm-dev/microvm/devices/virtio"
 	"github.com/microvm-dev/microvm/initrd/agentproto"
+	"github.com/microvm-dev/microvm/internal/guard"
 	"golang.org/x/sys/unix"
 )
 
@@ -187,7 +188,7 @@ func (m *Machine) attachVirtio() error {
 			if err := m.vmIoctl("KVM_IOEVENTFD", kvmIOEventFD, uintptr(unsafe.Pointer(&req))); err != nil {
 				return fmt.Errorf("%s queue %d: %w", d.name, q, err)
 			}
-			go forwardNotify(efd, t, q)
+			guard.Go(fmt.Sprintf("device %s queue %d notify", d.name, q), m.fatal, func() { forwardNotify(efd, t, q) })
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/microvm-dev/microvm"
+	"github.com/microvm-dev/microvm/internal/guard"
 	"github.com/microvm-dev/microvm/vmm"
 	"github.com/spf13/pflag"
 )
@@ -209,10 +211,19 @@ func execute(e *env, cfg microvm.Config, f *vmFlags, interactive bool) (*microvm
 	case res.Reason == vmm.ExitCrash:
 		fmt.Fprintf(os.Stderr, "microvm: guest crashed: %s\n", res.Detail)
 	case err != nil:
-		fmt.Fprintf(os.Stderr, "microvm: %v\n", err)
+		reportError(os.Stderr, err)
 	}
 	reportTimeline(f, res, code)
 	return &res, code
+}
+
+// reportError prints err in one line. An internal error from a panic is a
+// VMM bug: its stack follows, once, for the bug report.
+func reportError(w io.Writer, err error) {
+	fmt.Fprintf(w, "microvm: %v\n", err)
+	if p := guard.Of(err); p != nil {
+		_, _ = w.Write(p.Stack)
+	}
 }
 
 func reportTimeline(f *vmFlags, res microvm.Result, code int) {

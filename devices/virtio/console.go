@@ -242,16 +242,21 @@ func (c *Console) Close() {
 
 // Run serves the ports and the control queues until ctx ends.
 func (c *Console) Run(ctx context.Context, qs *Queues) error {
-	// The helpers below end only when ctx does. Nothing cancels the
-	// activation's context while Run panics, so Run cancels its own on every
-	// way out, a panic included: otherwise the deferred Wait would block
-	// before the transport's guard could report the panic.
+	// The helpers below end only when ctx does: runAll cancels it when any
+	// of them, or the serving loop, fails or panics.
 	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	s := &conState{ctx: ctx, c: c, qs: qs, used: make([]bool, len(qs.Q)), left: make([]int, len(qs.Q))}
 	for _, p := range c.Ports {
 		p.mu.Lock()
 		p.open = false
 		p.mu.Unlock()
+	}
+	if !c.multiport {
+		// Without MULTIPORT the port is open from the start (spec 5.3.6).
+		c.Ports[0].mu.Lock()
+		c.Ports[0].open = true
+		c.Ports[0].mu.Unlock()
 	}
 	// One wake-up channel for every queue and port, merged so that a
 	// single goroutine owns all queues.
@@ -263,19 +268,28 @@ func (c *Console) Run(ctx context.Context, qs *Queues) error {
 	for _, p := range c.Ports {
 		srcs = append(srcs, p.wake)
 	}
-	// The helpers are waited for: they read notification channels the next
-	// activation will use, and must not take a notification meant for it.
-	var helpers sync.WaitGroup
-	defer helpers.Wait()
-	defer cancel() // runs before Wait
+	serve := func() error {
+		for {
+			if err := s.step(); err != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-wake:
+			}
+		}
+	}
+	// The helpers are waited for (runAll returns when all have): they read
+	// notification channels the next activation will use, and must not take
+	// a notification meant for it.
+	fs := []func() error{serve}
 	for _, src := range srcs {
-		helpers.Add(1)
-		go func() {
-			defer helpers.Done()
+		fs = append(fs, func() error {
 			for {
 				select {
 				case <-ctx.Done():
-					return
+					return nil
 				case <-src:
 					select {
 					case wake <- struct{}{}:
@@ -283,24 +297,9 @@ func (c *Console) Run(ctx context.Context, qs *Queues) error {
 					}
 				}
 			}
-		}()
+		})
 	}
-	if !c.multiport {
-		// Without MULTIPORT the port is open from the start (spec 5.3.6).
-		c.Ports[0].mu.Lock()
-		c.Ports[0].open = true
-		c.Ports[0].mu.Unlock()
-	}
-	for {
-		if err := s.step(); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-wake:
-		}
-	}
+	return runAll(cancel, fs...)
 }
 
 type conState struct {

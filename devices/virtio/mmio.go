@@ -5,10 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/microvm-dev/microvm/internal/guard"
 )
 
 // virtio-mmio register offsets (spec 4.2.2, version 2 "modern" layout).
@@ -411,13 +412,10 @@ func overlaps(a, b []byte) bool {
 // serve is the device goroutine of activation a.
 func (t *MMIO) serve(ctx context.Context, a *activation, qs *Queues) {
 	defer close(a.done)
-	err := guarded(func() error { return t.dev.Run(ctx, qs) })
-	var pe *panicError
-	if errors.As(err, &pe) {
-		t.fatal(fmt.Errorf("%s: internal error: %w", t.name, pe))
-		return
-	}
-	if err == nil || ctx.Err() != nil {
+	// A panic, in Run or in one of its helpers (runAll), is a VMM bug, not
+	// the driver's: it ends the machine rather than the device.
+	err := guard.Call("device "+t.name, t.fatal, func() error { return t.dev.Run(ctx, qs) })
+	if err == nil || ctx.Err() != nil || guard.Of(err) != nil {
 		return
 	}
 	t.mu.Lock()
@@ -432,24 +430,24 @@ func (t *MMIO) serve(ctx context.Context, a *activation, qs *Queues) {
 	t.failLocked(err.Error())
 }
 
-// panicError is a panic recovered on a device goroutine.
-type panicError struct {
-	val   any
-	stack []byte
-}
-
-func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.val) }
-
-// guarded runs f, turning a panic into a *panicError: a device goroutine
-// must never take the process down with it (the VMM has a terminal to
-// restore and an exit code to give).
-func guarded(f func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &panicError{val: r, stack: debug.Stack()}
-		}
-	}()
-	return f()
+// runAll runs each of fs on its own goroutine and returns, once all have
+// returned, their errors joined. A panic becomes its goroutine's error, for
+// serve to report like one in Run; the first error calls cancel, which must
+// make the others return: a device's helpers stop with it.
+func runAll(cancel context.CancelFunc, fs ...func() error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(fs))
+	for i, f := range fs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = guard.Run(f); errs[i] != nil {
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // failLocked puts the device into DEVICE_NEEDS_RESET (spec 2.1.2), stops

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"sync"
 	"time"
 	"unsafe"
 
@@ -62,23 +61,9 @@ func (d *Net) Run(ctx context.Context, qs *Queues) error {
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { _ = d.tap.SetReadDeadline(time.Now()) })
 	defer stop()
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i, f := range []func(context.Context, *Queues) error{d.receive, d.transmit} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// A panic here must reach the transport like one in Run.
-			if errs[i] = guarded(func() error { return f(ctx, qs) }); errs[i] != nil {
-				cancel()
-			}
-		}()
-	}
-	wg.Wait()
-	if ctx.Err() != nil && errs[0] == nil && errs[1] == nil {
-		return nil
-	}
-	return errors.Join(errs...)
+	return runAll(cancel,
+		func() error { return d.receive(ctx, qs) },
+		func() error { return d.transmit(ctx, qs) })
 }
 
 func (d *Net) receive(ctx context.Context, qs *Queues) error {
