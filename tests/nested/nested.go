@@ -200,6 +200,13 @@ func qemuArgs(cfg *Config, initrd string) []string {
 	// frozen), its next timer interrupt never waking it. An L1 that never
 	// halts keeps TCG running and its timers firing.
 	cmdline += " idle=poll"
+	// kvm_amd.vgif=0: L1 froze in cpu_idle_poll with its timer vector
+	// pending in IRR (ISR empty, PPR 0x10), and an NMI did not wake it
+	// either. Only GIF=0 blocks both, so L1's CPU was left with GIF clear
+	// after running an L2. QEMU's virtual GIF emulation is the suspect:
+	// without vGIF, KVM's own CLGI/STGI set the real GIF
+	// (tests/nested/NOTES.md).
+	cmdline += " kvm_amd.vgif=0"
 	if cfg.KernelArgs != "" {
 		cmdline += " " + cfg.KernelArgs
 	}
