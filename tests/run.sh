@@ -209,19 +209,19 @@ run_group() {
 		--arg "-test.run=${group_re[$i]}" >"$2" 2>&1
 }
 
-# group IDX: run it, and once more in a fresh L1 if L1 itself stopped
-# without a result (a stall, tests/nested/NOTES.md) rather than giving a
-# test verdict. Leaves the log in g.IDX.log and "rc seconds retried" in
-# g.IDX.rc.
+# group IDX: run it, and again in a fresh L1 (twice at most) if L1 itself
+# stopped without a result (a stall, tests/nested/NOTES.md) rather than
+# giving a test verdict. Leaves the log in g.IDX.log, stalled ones in
+# g.IDX.stallN.log, and "rc seconds retries" in g.IDX.rc.
 group() {
 	local i=$1 t0=$SECONDS grc=0 retried=0
 	run_group "$i" "$WORK/g.$i.log" || grc=$?
-	if ! grep -aq '@@L1-EXIT' "$WORK/g.$i.log"; then
-		retried=1
-		mv "$WORK/g.$i.log" "$WORK/g.$i.stall1.log"
+	while ! grep -aq '@@L1-EXIT' "$WORK/g.$i.log" && ((retried < 2)); do
+		retried=$((retried + 1))
+		mv "$WORK/g.$i.log" "$WORK/g.$i.stall$retried.log"
 		grc=0
 		run_group "$i" "$WORK/g.$i.log" || grc=$?
-	fi
+	done
 	echo "$grc $((SECONDS - t0)) $retried" >"$WORK/g.$i.rc"
 }
 
@@ -230,7 +230,7 @@ group() {
 report() {
 	local i=$1 grc secs retried verdict
 	read -r grc secs retried <"$WORK/g.$i.rc"
-	for f in "$WORK/g.$i.stall1.log" "$WORK/g.$i.log"; do
+	for f in "$WORK/g.$i".stall*.log "$WORK/g.$i.log"; do
 		[[ -f $f ]] || continue
 		if grep -aq '@@L1-EXIT' "$f"; then
 			if ((grc == 0)); then grep -av '@@L1-HB' "$f"; else cat "$f"; fi
@@ -240,11 +240,11 @@ report() {
 			grep -a '@@L1-HB' "$f" | tail -n 3 >&2 || true
 		fi
 	done
-	((retried == 0)) || echo "run.sh: harness retry for ${group_re[$i]}"
+	for ((r = 1; r <= retried; r++)); do echo "run.sh: harness retry for ${group_re[$i]}"; done
 	verdict=pass
 	((grc == 0)) || verdict="FAIL (exit $grc)"
 	printf 'run.sh: [%d/%d] %s: %s in %ds%s\n' $((i + 1)) "$ngroups" "${group_re[$i]}" "$verdict" "$secs" \
-		"$( ((retried == 0)) || echo ", after one stall")" | tee -a "$WORK/times.txt" >&2
+		"$( ((retried == 0)) || echo ", after $retried stalled L1(s)")" | tee -a "$WORK/times.txt" >&2
 	return "$grc"
 }
 
