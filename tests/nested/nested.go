@@ -74,6 +74,16 @@ type Config struct {
 	// runs (default 10 s; negative turns heartbeats and stall detection
 	// off).
 	Heartbeat time.Duration
+	// Kick is how often a byte is sent to L1's serial port (default 2 s;
+	// negative: never). QEMU 10.0's helper_vmrun sets a bit in the vCPU's
+	// interrupt_request without the lock or an atomic, racing the I/O
+	// thread's APIC timer, which sets CPU_INTERRUPT_POLL there: when the
+	// POLL bit is lost, L1's timer vector sits in IRR for good and L1
+	// freezes (fixed upstream in QEMU 10.2, "cpu-common: use atomic access
+	// for interrupt_request"; tests/nested/NOTES.md). A serial interrupt
+	// makes QEMU poll the APIC again, so a lost bit costs at most a Kick.
+	// l1init turns echo off, so the bytes go nowhere.
+	Kick time.Duration
 	// StallAfter is how long L1 may go without a heartbeat once the
 	// payload started (default 6 heartbeats). Then the run is diagnosed
 	// (L1's RIP and LAPIC, printed as an "@@L1-STALL" line) and L1 gets an
@@ -165,6 +175,9 @@ func (cfg *Config) defaults() {
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = 10 * time.Second
 	}
+	if cfg.Kick == 0 {
+		cfg.Kick = 2 * time.Second
+	}
 	if cfg.StallAfter <= 0 {
 		cfg.StallAfter = 6 * cfg.Heartbeat
 	}
@@ -200,13 +213,6 @@ func qemuArgs(cfg *Config, initrd string) []string {
 	// frozen), its next timer interrupt never waking it. An L1 that never
 	// halts keeps TCG running and its timers firing.
 	cmdline += " idle=poll"
-	// kvm_amd.vgif=0: L1 froze in cpu_idle_poll with its timer vector
-	// pending in IRR (ISR empty, PPR 0x10), and an NMI did not wake it
-	// either. Only GIF=0 blocks both, so L1's CPU was left with GIF clear
-	// after running an L2. QEMU's virtual GIF emulation is the suspect:
-	// without vGIF, KVM's own CLGI/STGI set the real GIF
-	// (tests/nested/NOTES.md).
-	cmdline += " kvm_amd.vgif=0"
 	if cfg.KernelArgs != "" {
 		cmdline += " " + cfg.KernelArgs
 	}
@@ -448,6 +454,22 @@ func tail(out []byte, n int) []string {
 	return lines
 }
 
+// kick writes a NUL to L1's serial input every period until stop.
+func kick(w *os.File, period time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			// QEMU may stop reading (L1 gone): never block on it.
+			w.SetWriteDeadline(time.Now().Add(period))
+			w.Write([]byte{0})
+		}
+	}
+}
+
 // stallReason describes a stalled L1: how long it was silent, its last
 // heartbeat, and where its CPUs are, sampled twice through the monitor to
 // tell a CPU stuck on one instruction loop from one that still moves.
@@ -487,15 +509,29 @@ func runQEMU(ctx context.Context, cfg *Config, qemu, initrd string) (Result, err
 		cfg.Monitor = filepath.Join(filepath.Dir(initrd), "monitor.sock")
 	}
 	cmd := exec.Command(qemu, qemuArgs(cfg, initrd)...)
-	cmd.Stdin = nil // /dev/null: keeps QEMU off the terminal
+	// L1's serial input is a pipe of ours, not the terminal. Every Kick
+	// one byte goes down it (see Kick).
+	kickR, kickW, err := os.Pipe()
+	if err != nil {
+		return Result{}, fmt.Errorf("nested: %w", err)
+	}
+	defer kickW.Close()
+	cmd.Stdin = kickR
 	cmd.Stdout = con
 	cmd.Stderr = con
 	// QEMU stays in our process group, so that a signal to the group
 	// (Ctrl-C, a CI runner's kill) ends it with us rather than orphaning it.
 	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	kickR.Close()
+	if err != nil {
 		return Result{}, fmt.Errorf("nested: starting qemu: %w", err)
+	}
+	if cfg.Kick > 0 {
+		stopKick := make(chan struct{})
+		defer close(stopKick)
+		go kick(kickW, cfg.Kick, stopKick)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()

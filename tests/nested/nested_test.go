@@ -359,3 +359,16 @@ func TestStallRevived(t *testing.T) {
 		t.Errorf("console lacks the stall and revival lines:\n%s", out)
 	}
 }
+
+// TestKick: L1's serial input gets a byte every Kick (here the stand-in
+// exits once it has read three).
+func TestKick(t *testing.T) {
+	qemu, kernel := fakeL1(t, "head -c 3 >/dev/null\necho '@@L1-EXIT 0'")
+	res, err := Run(context.Background(), Config{
+		Kernel: kernel, Init: "/x", L1Init: kernel, QEMU: qemu,
+		Timeout: 20 * time.Second, Kick: 50 * time.Millisecond,
+	})
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("exit %d, err %v: the stand-in never got three bytes on its stdin", res.ExitCode, err)
+	}
+}

@@ -92,6 +92,7 @@ func setup() {
 	mount("sysfs", "/sys", "sysfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 	mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777")
 	loopbackUp()
+	quietConsoleInput()
 }
 
 func run(cfg *config) int {
@@ -189,4 +190,18 @@ func main() {
 	}
 	// Returning from init panics the kernel, and panic=-1 reboots it.
 	os.Exit(code)
+}
+
+// quietConsoleInput turns off echo, line editing and signal characters on
+// the console: the host sends a byte now and then to keep QEMU polling L1's
+// APIC (nested.Config.Kick), and those bytes must neither appear in the
+// output nor signal the payload.
+func quietConsoleInput() {
+	t, err := unix.IoctlGetTermios(0, unix.TCGETS)
+	if err != nil {
+		return
+	}
+	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+	t.Iflag &^= unix.IXON | unix.ICRNL
+	unix.IoctlSetTermios(0, unix.TCSETS, t)
 }
