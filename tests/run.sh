@@ -10,11 +10,14 @@
 # Environment:
 #   MICROVM_FORCE_NESTED=1  use the nested harness even if direct would work
 #   TESTS_RUN=REGEX         passed as -run / -test.run
-#   TESTS_TIMEOUT_MIN=N     limit for the whole test run in minutes (default 40)
+#   TESTS_TIMEOUT_MIN=N     limit for the whole test run in minutes (default 40; direct mode,
+#                           nested groups use their l1Plan limits or GROUP_TIMEOUT_MIN)
 #   L1_MEMORY_MIB, L1_CPUS  size of the L1 (default 4096 MiB, 1 CPU)
 #   L1_APPEND               extra L1 kernel command line
 #   L1_MONITOR=PATH         QEMU monitor socket, to inspect a stuck L1
 #   L1_QEMU=PATH            the QEMU that runs L1 (default: scripts/l1-qemu.sh's)
+#   L1_JOBS=N               L1s at once (default 2, one per host core)
+#   GROUP_TIMEOUT_MIN=N     one limit for every group, instead of l1Plan's
 #   MICROVM_BIN             prebuilt microvm binary (default: built here)
 #   KEEP_WORK=1             keep the scratch directory
 set -euo pipefail
@@ -161,13 +164,17 @@ for n in $names; do
 	k=$(awk -v n="$n" '{ if (n ~ $4) c++ } END { print c+0 }' <<<"$plan")
 	[[ $k == 1 ]] || die "$n is in $k groups of l1Plan (tests/plan_test.go); want exactly 1"
 done
-group_re=() group_cpus=() group_min=()
+jobs_max=${L1_JOBS:-2}
+group_re=() group_cpus=() group_min=() group_slots=()
 while read -r cpus mins optin re; do
 	[[ $optin == false || -n ${TESTS_RUN:-} ]] || continue
 	sel=$(grep -E "$re" <<<"$names" | grep -E "${TESTS_RUN:-.}" | paste -sd'|' || true)
 	[[ -n $sel ]] || continue
 	group_re+=("^($sel)\$")
-	group_cpus+=("${L1_CPUS:-$cpus}")
+	cpus=${L1_CPUS:-$cpus}
+	group_cpus+=("$cpus")
+	# Host cores the group's L1 takes: its CPUs, at most all of them.
+	group_slots+=("$((cpus < jobs_max ? cpus : jobs_max))")
 	group_min+=("${GROUP_TIMEOUT_MIN:-$mins}")
 done <<<"$plan"
 ngroups=${#group_re[@]}
@@ -250,7 +257,6 @@ report() {
 
 # Up to L1_JOBS L1s at once (default 2, one per host core: each 1-CPU L1
 # is one QEMU TCG thread). 2-CPU groups count twice.
-jobs_max=${L1_JOBS:-2}
 rc=0 busy=0 next=0
 declare -A pid_group=()
 : >"$WORK/test.log"
@@ -258,13 +264,11 @@ declare -A pid_group=()
 t_all=$SECONDS
 while ((next < ngroups || busy > 0)); do
 	if ((next < ngroups)); then
-		need=${group_cpus[$next]}
-		((need <= jobs_max)) || need=$jobs_max
-		if ((busy + need <= jobs_max)); then
+		if ((busy + group_slots[next] <= jobs_max)); then
 			log "start [$((next + 1))/$ngroups] ${group_re[$next]} (${group_cpus[$next]} CPU, limit ${group_min[$next]} min)"
 			group "$next" &
 			pid_group[$!]=$next
-			busy=$((busy + need))
+			busy=$((busy + group_slots[next]))
 			next=$((next + 1))
 			continue
 		fi
@@ -272,9 +276,7 @@ while ((next < ngroups || busy > 0)); do
 	wait -n -p done_pid "${!pid_group[@]}" || true
 	i=${pid_group[$done_pid]}
 	unset "pid_group[$done_pid]"
-	need=${group_cpus[$i]}
-	((need <= jobs_max)) || need=$jobs_max
-	busy=$((busy - need))
+	busy=$((busy - group_slots[i]))
 	report "$i" >"$WORK/g.$i.out" || rc=1
 	cat "$WORK/g.$i.out"
 	cat "$WORK/g.$i.out" >>"$WORK/test.log"

@@ -546,7 +546,7 @@ func runQEMU(ctx context.Context, cfg *Config, qemu, initrd string) (Result, err
 	var watch <-chan time.Time
 	var nmiAt time.Time // when an NMI was sent to a stalled L1
 	var stall string    // its diagnosis
-	var res0 Result
+	var revived int
 	if cfg.Heartbeat > 0 {
 		t := time.NewTicker(cfg.Heartbeat / 2)
 		defer t.Stop()
@@ -556,10 +556,10 @@ loop:
 	for {
 		select {
 		case <-watch:
-			quiet, last := con.silent()
 			if exitSeen == nil {
 				continue
 			}
+			quiet, last := con.silent()
 			if nmiAt.IsZero() {
 				if quiet < cfg.StallAfter {
 					continue
@@ -578,7 +578,7 @@ loop:
 			}
 			if b := con.lastBeat(); b.After(nmiAt) {
 				con.note(fmt.Sprintf("@@L1-STALL revived: a heartbeat %.1fs after the NMI", b.Sub(nmiAt).Seconds()))
-				res0.Revived++
+				revived++
 				nmiAt, stall = time.Time{}, ""
 				continue
 			}
@@ -614,9 +614,9 @@ loop:
 	}
 	if !nmiAt.IsZero() && reason == "" && con.lastBeat().After(nmiAt) {
 		con.note("@@L1-STALL revived: L1 went on after the NMI")
-		res0.Revived++
+		revived++
 	}
-	res := Result{Duration: time.Since(start), Output: con.bytes(), Revived: res0.Revived}
+	res := Result{Duration: time.Since(start), Output: con.bytes(), Revived: revived}
 	code, ok := ParseExit(res.Output)
 	if ok && reason == "" {
 		res.ExitCode = code
