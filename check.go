@@ -11,7 +11,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/microvm-dev/microvm/vmm"
+	"github.com/microvm-dev/microvm/internal/vmm"
 	"golang.org/x/sys/unix"
 )
 

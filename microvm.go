@@ -26,8 +26,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/microvm-dev/microvm/initrd/agentproto"
-	"github.com/microvm-dev/microvm/vmm"
+	"github.com/microvm-dev/microvm/agentproto"
+	"github.com/microvm-dev/microvm/internal/vmm"
 )
 
 // Re-exported from the engine so that callers need only this package.

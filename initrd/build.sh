@@ -47,7 +47,7 @@ cache_key() {
 	{
 		"$GO" version
 		echo "$goos/$goarch"
-		find go.mod go.sum initrd/build.sh initrd/tools.go initrd/agent initrd/agentproto \
+		find go.mod go.sum initrd/build.sh initrd/tools.go initrd/agent agentproto \
 			-type f ! -name '*_test.go' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
 	} | sha256sum | cut -d' ' -f1
 }

@@ -34,7 +34,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/microvm-dev/microvm/vmm"
+	"github.com/microvm-dev/microvm/internal/vmm"
 )
 
 type options struct {

@@ -4,7 +4,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/microvm-dev/microvm/vmm"
+	"github.com/microvm-dev/microvm/internal/vmm"
 )
 
 // cacheDir is where `make kernel` and `make initrd` put the default guest:

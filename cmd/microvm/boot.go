@@ -13,7 +13,7 @@ import (
 
 	"github.com/microvm-dev/microvm"
 	"github.com/microvm-dev/microvm/internal/guard"
-	"github.com/microvm-dev/microvm/vmm"
+	"github.com/microvm-dev/microvm/internal/vmm"
 	"github.com/spf13/pflag"
 )
 

@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/microvm-dev/microvm"
-	"github.com/microvm-dev/microvm/vmm"
+	"github.com/microvm-dev/microvm/internal/vmm"
 )
 
 // runCheck prints the host verdict; exit 0 when a guest can boot, 1 when not.

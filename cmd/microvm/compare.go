@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/microvm-dev/microvm"
-	"github.com/microvm-dev/microvm/vmm"
+	"github.com/microvm-dev/microvm/internal/vmm"
 )
 
 // vmSide is the VM column of `microvm compare`, every number measured on

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/microvm-dev/microvm/vmm"
+	"github.com/microvm-dev/microvm/internal/vmm"
 	"github.com/spf13/pflag"
 )
 

@@ -7,7 +7,7 @@ import (
 	"sync"
 
 	"github.com/microvm-dev/microvm"
-	"github.com/microvm-dev/microvm/vmm"
+	"github.com/microvm-dev/microvm/internal/vmm"
 )
 
 // Kernel parameters for guests driven by the agent (uname builds its own).

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/microvm-dev/microvm"
-	"github.com/microvm-dev/microvm/initrd/agentproto"
-	"github.com/microvm-dev/microvm/vmm"
+	"github.com/microvm-dev/microvm/agentproto"
+	"github.com/microvm-dev/microvm/internal/vmm"
 	"golang.org/x/sys/unix"
 )
 

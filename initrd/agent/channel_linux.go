@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/microvm-dev/microvm/initrd/agentproto"
+	"github.com/microvm-dev/microvm/agentproto"
 )
 
 // channel is the agent's end of the virtio-console port named

@@ -4,7 +4,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/microvm-dev/microvm/initrd/agentproto"
+	"github.com/microvm-dev/microvm/agentproto"
 )
 
 func TestParseCmdline(t *testing.T) {

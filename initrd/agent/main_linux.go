@@ -28,7 +28,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/microvm-dev/microvm/initrd/agentproto"
+	"github.com/microvm-dev/microvm/agentproto"
 	"golang.org/x/sys/unix"
 )
 

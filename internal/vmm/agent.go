@@ -3,7 +3,7 @@ package vmm
 import (
 	"sync/atomic"
 
-	"github.com/microvm-dev/microvm/initrd/agentproto"
+	"github.com/microvm-dev/microvm/agentproto"
 	"github.com/microvm-dev/microvm/internal/guard"
 )
 

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/microvm-dev/microvm/initrd/agentproto"
+	"github.com/microvm-dev/microvm/agentproto"
 	"github.com/microvm-dev/microvm/internal/guard"
 )
 

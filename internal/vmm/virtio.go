@@ -11,7 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/microvm-dev/microvm/devices/virtio"
-	"github.com/microvm-dev/microvm/initrd/agentproto"
+	"github.com/microvm-dev/microvm/agentproto"
 	"github.com/microvm-dev/microvm/internal/guard"
 	"golang.org/x/sys/unix"
 )

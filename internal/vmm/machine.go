@@ -16,7 +16,7 @@ import (
 
 	"github.com/microvm-dev/microvm/devices"
 	"github.com/microvm-dev/microvm/devices/virtio"
-	"github.com/microvm-dev/microvm/initrd/agentproto"
+	"github.com/microvm-dev/microvm/agentproto"
 	"github.com/microvm-dev/microvm/internal/guard"
 	"golang.org/x/sys/unix"
 )

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/microvm-dev/microvm/devices/virtio"
-	"github.com/microvm-dev/microvm/initrd/agentproto"
+	"github.com/microvm-dev/microvm/agentproto"
 )
 
 // TestAgentReadyFlood is defects 4 and 5 of issue 11: a guest that repeats
