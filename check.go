@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/microvm-dev/microvm/internal/vmm"
+	"github.com/microvm-dev/microvm/internal/vmm/layout"
 	"golang.org/x/sys/unix"
 )
 
@@ -248,8 +249,8 @@ func hostLimits() HostLimits {
 	l := HostLimits{
 		HostCPUs:       runtime.NumCPU(),
 		GuestMaxVCPUs:  254,
-		GuestMinMemory: vmm.MinMemory,
-		GuestMaxMemory: vmm.MaxMemory,
+		GuestMinMemory: layout.MinMemory,
+		GuestMaxMemory: layout.MaxMemory,
 	}
 	l.MemTotal, l.MemAvailable = meminfo()
 	return l

@@ -12,22 +12,22 @@
 //	res, err := vm.Wait()
 //	// res.ExitCode is the command's exit status.
 //
-// The microvm command is a thin layer over this package; package vmm is the
+// The microvm command is a thin layer over this package; internal/vmm is the
 // engine underneath.
 package microvm
 
 import (
 	"context"
-	"errors"
 	"io"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/microvm-dev/microvm/agentproto"
+	"github.com/microvm-dev/microvm/internal/agent"
 	"github.com/microvm-dev/microvm/internal/vmm"
+	"github.com/microvm-dev/microvm/internal/vmm/layout"
 )
 
 // Re-exported from the engine so that callers need only this package.
@@ -67,9 +67,9 @@ const (
 
 // Milestone codes the guest writes to the boot/debug port (Config.OnMilestone).
 const (
-	MilestoneInit        = vmm.MilestoneInit
-	MilestoneAgentReady  = vmm.MilestoneAgentReady
-	MilestoneCommandDone = vmm.MilestoneCommandDone
+	MilestoneInit        = agentproto.MilestoneInit
+	MilestoneAgentReady  = agentproto.MilestoneReady
+	MilestoneCommandDone = agentproto.MilestoneCmdDone
 )
 
 // Kernel command lines. DefaultCmdline is used for a plain boot when
@@ -84,7 +84,13 @@ const (
 // Defaults for the zero values of Config.CPUs and Config.Memory.
 const (
 	DefaultCPUs   = 1
-	DefaultMemory = 256 * vmm.MiB
+	DefaultMemory = 256 * layout.MiB
+)
+
+// The bounds of Config.Memory.
+const (
+	MinMemory = layout.MinMemory
+	MaxMemory = layout.MaxMemory
 )
 
 // Config describes one guest. Only Kernel is required.
@@ -169,7 +175,7 @@ type Result struct {
 	GuestTouched uint64
 }
 
-// VM is a running guest. Call Wait once to reap it.
+// VM is a running guest. Call Wait to reap it.
 type VM struct {
 	m      *vmm.Machine
 	cancel context.CancelFunc
@@ -180,14 +186,14 @@ type VM struct {
 }
 
 // Start checks cfg, creates the VM, loads the kernel and starts the vCPUs.
-// Bad input is an *InputError; a missing or forbidden /dev/kvm is a
-// *vmm.ErrNoKVM whose message says how to fix it. Canceling ctx stops the
-// guest (ExitCanceled).
+// Bad input is an *InputError naming the Config field; a missing or
+// forbidden /dev/kvm is an error for which IsNoKVM holds, whose message says
+// how to fix it. Canceling ctx stops the guest (ExitCanceled).
 func Start(ctx context.Context, cfg Config) (*VM, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	vc, g, err := cfg.engineConfig()
+	vc, gate, err := cfg.engineConfig()
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +202,7 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		// before a caller's backstop for a stop that cannot complete.
 		vc.DrainBy = time.Now().Add(cfg.Timeout + DrainGrace)
 	}
-	m, err := vmm.New(vc)
+	m, err := vmm.Build(vc)
 	if err != nil {
 		return nil, err
 	}
@@ -218,27 +224,9 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		defer close(vm.done)
 		r := m.Run(runCtx)
 		close(vm.ended)
-		vm.res = Result{
-			Reason:        r.Reason,
-			Detail:        r.Detail,
-			ExitCode:      r.ExitCode(),
-			GuestStatus:   r.GuestStatus,
-			Timeline:      r.Timeline,
-			Start:         r.Start,
-			GuestTouched:  r.GuestTouched,
-			GuestResident: m.Memory().Resident(),
-			HostRSS:       selfRSS(),
-		}
+		vm.res = result(r, gate)
 		if r.Reason == vmm.ExitError {
 			vm.err = r.Err
-		}
-		if g != nil {
-			if !g.wasOpened() {
-				vm.res.BootLog = g.held()
-			}
-			if (r.Reason == vmm.ExitReset || r.Reason == vmm.ExitPoweroff) && r.GuestStatus >= 0 {
-				vm.res.ExitCode = r.GuestStatus
-			}
 		}
 		vm.cancel()
 		m.Close()
@@ -246,19 +234,41 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	return vm, nil
 }
 
-// engineConfig turns cfg into the engine's config; with Command it also
-// returns the gate that passes on only the command's output.
-func (cfg Config) engineConfig() (vmm.Config, *gate, error) {
-	vc := vmm.Config{
-		Kernel:      cfg.Kernel,
-		Initrd:      cfg.Initrd,
-		Cmdline:     cfg.Cmdline,
-		CPUs:        cfg.CPUs,
-		Memory:      cfg.Memory,
-		Console:     cfg.Stdout,
-		Start:       cfg.Started,
-		OnMilestone: cfg.OnMilestone,
+// result is the public form of the engine's result; gate is the agent's
+// output gate of a guest run with Command.
+func result(r vmm.Result, gate *agent.Gate) Result {
+	res := Result{
+		Reason:        r.Reason,
+		Detail:        r.Detail,
+		ExitCode:      exitCode(r.Reason),
+		GuestStatus:   r.GuestStatus,
+		Timeline:      r.Timeline,
+		Start:         r.Start,
+		GuestResident: r.GuestResident,
+		GuestTouched:  r.GuestResident,
+		HostRSS:       selfRSS(),
+	}
+	if gate != nil {
+		res.BootLog = gate.Held()
+		if (r.Reason == vmm.ExitReset || r.Reason == vmm.ExitPoweroff) && r.GuestStatus >= 0 {
+			res.ExitCode = r.GuestStatus
+		}
+	}
+	return res
+}
 
+// engineConfig turns cfg into the engine's config, defaults applied; with
+// Command it also returns the gate that passes on only the command's output.
+func (cfg Config) engineConfig() (vmm.Config, *agent.Gate, error) {
+	vc := vmm.Config{
+		Kernel:        cfg.Kernel,
+		Initrd:        cfg.Initrd,
+		Cmdline:       cfg.Cmdline,
+		CPUs:          cfg.CPUs,
+		Memory:        cfg.Memory,
+		Stdout:        cfg.Stdout,
+		Started:       cfg.Started,
+		OnMilestone:   cfg.OnMilestone,
 		Disks:         cfg.Disks,
 		Nets:          cfg.Nets,
 		VirtioConsole: cfg.VirtioConsole,
@@ -269,45 +279,45 @@ func (cfg Config) engineConfig() (vmm.Config, *gate, error) {
 	if vc.Memory == 0 {
 		vc.Memory = DefaultMemory
 	}
-	if vc.Start.IsZero() {
-		vc.Start = time.Now()
+	if vc.Started.IsZero() {
+		vc.Started = time.Now()
 	}
 	if cfg.Timeout < 0 {
-		return vc, nil, &InputError{What: "--timeout", Msg: "must not be negative"}
+		return vc, nil, &InputError{What: "Timeout", Msg: "must not be negative"}
+	}
+	if cfg.VirtioConsole {
+		// The agent channel comes with the virtio console, with or without
+		// a command: a guest's own agent may use it.
+		vc.Channel = agent.Channel(cfg.Command)
 	}
 	if len(cfg.Command) == 0 {
 		if vc.Cmdline == "" {
 			vc.Cmdline = CmdlineFor(DefaultCmdline, cfg.VirtioConsole)
 		}
+		if cfg.VirtioConsole {
+			vc.Cmdline = joinCmdline(vc.Cmdline, agent.Params(nil, true))
+		}
 		return vc, nil, nil
 	}
 	if cfg.Command[0] == "" {
-		return vc, nil, &InputError{What: "command", Msg: "the command name is empty"}
+		return vc, nil, &InputError{What: "Command", Msg: "the command name is empty"}
 	}
-	// The engine passes the command on the kernel command line, or over the
-	// agent channel with VirtioConsole.
-	vc.Cmdline = joinCmdline(CmdlineFor(AgentCmdline, cfg.VirtioConsole), cfg.Cmdline)
-	vc.Command = cfg.Command
+	// The command goes on the kernel command line, or over the agent
+	// channel with VirtioConsole.
+	vc.Cmdline = joinCmdline(CmdlineFor(AgentCmdline, cfg.VirtioConsole), cfg.Cmdline, agent.Params(cfg.Command, cfg.VirtioConsole))
 	out := cfg.Stdout
 	if out == nil {
 		out = io.Discard
 	}
-	// Console bytes before the agent's "ready" milestone (kernel log,
-	// agent banner) are held back; after "command done" nothing passes.
-	g := &gate{w: out}
-	vc.Console = g
+	gate := agent.NewGate(out)
+	vc.Stdout = gate
 	vc.OnMilestone = func(code uint8, value uint32) {
-		switch code {
-		case agentproto.MilestoneReady:
-			g.open()
-		case agentproto.MilestoneCmdDone:
-			g.close()
-		}
+		gate.Milestone(code)
 		if cfg.OnMilestone != nil {
 			cfg.OnMilestone(code, value)
 		}
 	}
-	return vc, g, nil
+	return vc, gate, nil
 }
 
 // Wait waits for the guest to end and releases the VM. The error is set
@@ -387,60 +397,4 @@ func joinCmdline(parts ...string) string {
 func IsInputError(err error) bool { return vmm.IsInputError(err) }
 
 // IsNoKVM reports whether err is a missing or forbidden /dev/kvm.
-func IsNoKVM(err error) bool {
-	var e *vmm.ErrNoKVM
-	return errors.As(err, &e)
-}
-
-// gate passes writes through only while open; before it first opens it keeps
-// the last holdMax bytes for diagnostics.
-type gate struct {
-	mu     sync.Mutex
-	w      io.Writer
-	state  int // 0 before, 1 open, 2 closed
-	buf    []byte
-	opened bool
-}
-
-const holdMax = 64 << 10
-
-func (g *gate) Write(b []byte) (int, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	switch g.state {
-	case 0:
-		g.buf = append(g.buf, b...)
-		if len(g.buf) > holdMax {
-			g.buf = g.buf[len(g.buf)-holdMax:]
-		}
-	case 1:
-		return g.w.Write(b)
-	}
-	return len(b), nil
-}
-
-func (g *gate) open() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.state == 0 {
-		g.state, g.opened, g.buf = 1, true, nil
-	}
-}
-
-func (g *gate) close() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.state = 2
-}
-
-func (g *gate) wasOpened() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.opened
-}
-
-func (g *gate) held() []byte {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return append([]byte(nil), g.buf...)
-}
+func IsNoKVM(err error) bool { return vmm.IsNoKVM(err) }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"runtime"
@@ -126,7 +127,57 @@ func TestAPIMicroGuest(t *testing.T) {
 			t.Fatalf("result %+v, err %v", res, err)
 		}
 	})
+	// Issue 12's crash: input that arrives after the guest ended and the VM
+	// was released (a reader that returns bytes only then) reached a closed
+	// machine and panicked with a nil dereference. It must be dropped.
+	for _, virtio := range []bool{false, true} {
+		t.Run(fmt.Sprintf("late stdin virtio=%v", virtio), func(t *testing.T) {
+			in := &lateReader{after: make(chan (<-chan struct{}), 1), sent: make(chan struct{})}
+			vm, err := microvm.Start(ctx, microvm.Config{
+				Kernel: filepath.Join(guests, "hello.elf"), Memory: 64 << 20,
+				Stdin: in, VirtioConsole: virtio,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			in.after <- vm.Done()
+			res, err := vm.Wait()
+			if err != nil || res.Reason != microvm.ExitReset {
+				t.Fatalf("result %+v, err %v", res, err)
+			}
+			select {
+			case <-in.sent:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the reader never returned its late bytes")
+			}
+			// The pump hands them to the closed machine right after Read
+			// returns; give it the time to (not) crash.
+			time.Sleep(200 * time.Millisecond)
+			if res2, _ := vm.Wait(); res2.Reason != res.Reason {
+				t.Errorf("second Wait: %+v", res2)
+			}
+		})
+	}
 	waitGoroutines(t, base)
+}
+
+// lateReader returns one line once the channel it is given is closed, then
+// EOF.
+type lateReader struct {
+	after chan (<-chan struct{})
+	sent  chan struct{}
+	once  sync.Once
+	done  bool
+}
+
+func (r *lateReader) Read(p []byte) (int, error) {
+	if r.done {
+		return 0, io.EOF
+	}
+	<-<-r.after
+	r.done = true
+	defer r.once.Do(func() { close(r.sent) })
+	return copy(p, "late input\n"), nil
 }
 
 // TestLinuxAPI boots the project's Linux guest through the API, runs a

@@ -201,7 +201,7 @@ func pioMicrovm(guest string, count int) (float64, error) {
 		Cmdline: fmt.Sprintf("count=%d", count),
 		CPUs:    1,
 		Memory:  64 << 20,
-		Console: io.Discard,
+		Stdout:  io.Discard,
 		OnMilestone: func(code uint8, _ uint32) {
 			switch code {
 			case pioStart:
@@ -211,7 +211,7 @@ func pioMicrovm(guest string, count int) (float64, error) {
 			}
 		},
 	}
-	m, err := vmm.New(cfg)
+	m, err := vmm.Build(cfg)
 	if err != nil {
 		return 0, err
 	}

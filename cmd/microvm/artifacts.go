@@ -4,7 +4,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/microvm-dev/microvm/internal/vmm"
+	"github.com/microvm-dev/microvm"
 )
 
 // cacheDir is where `make kernel` and `make initrd` put the default guest:
@@ -34,7 +34,7 @@ func (f *vmFlags) defaultArtifacts() error {
 		}
 		p := filepath.Join(cacheDir(), a.file)
 		if _, err := os.Stat(p); err != nil {
-			return &vmm.InputError{What: a.flag, Msg: "not given and the default " + p + " does not exist: build it with `" + a.target + "` in the microvm source tree"}
+			return &microvm.InputError{What: a.flag, Msg: "not given and the default " + p + " does not exist: build it with `" + a.target + "` in the microvm source tree"}
 		}
 		*a.val = p
 	}

@@ -18,7 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/microvm-dev/microvm/internal/vmm"
+	"github.com/microvm-dev/microvm"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,10 +55,10 @@ type benchRun struct {
 func (r *benchRun) overhead() int64 { return int64(r.PeakRSS) - int64(r.GuestTouched) }
 
 // Phases in display order: the timeline's, plus the parent's view of the end.
-var benchPhases = []vmm.Phase{
-	vmm.PhaseStart, vmm.PhaseVMReady, vmm.PhaseKernel, vmm.PhaseFirstRun,
-	vmm.PhaseFirstOutput, vmm.PhaseInit, vmm.PhaseAgentReady,
-	vmm.PhaseCommandDone, vmm.PhaseExit,
+var benchPhases = []microvm.Phase{
+	microvm.PhaseStart, microvm.PhaseVMReady, microvm.PhaseKernel, microvm.PhaseFirstRun,
+	microvm.PhaseFirstOutput, microvm.PhaseInit, microvm.PhaseAgentReady,
+	microvm.PhaseCommandDone, microvm.PhaseExit,
 }
 
 const phaseProcessExit = "process-exit"
@@ -75,10 +75,10 @@ func runBench(_ *env, args []string) int {
 		return code
 	}
 	if fs.NArg() > 0 {
-		return fail(vmm.CodeUsage, "bench: unexpected argument %q", fs.Arg(0))
+		return fail(microvm.CodeUsage, "bench: unexpected argument %q", fs.Arg(0))
 	}
 	if *runs < 1 || *runs > 1000 {
-		return fail(vmm.CodeUsage, "--runs: %d is out of range: need 1 to 1000", *runs)
+		return fail(microvm.CodeUsage, "--runs: %d is out of range: need 1 to 1000", *runs)
 	}
 	if err := f.defaultArtifacts(); err != nil {
 		return failErr(err)
@@ -92,7 +92,7 @@ func runBench(_ *env, args []string) int {
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return fail(vmm.CodeInternal, "bench: cannot find my own executable: %v", err)
+		return fail(microvm.CodeInternal, "bench: cannot find my own executable: %v", err)
 	}
 	childArgs := []string{"run", "--json",
 		"--kernel", f.kernel, "--initrd", f.initrd,
@@ -115,11 +115,11 @@ func runBench(_ *env, args []string) int {
 			if ctx.Err() != nil {
 				return fail(130, "bench: interrupted during boot %d/%d", i, *runs)
 			}
-			return fail(vmm.CodeInternal, "bench: boot %d/%d: %v", i, *runs, err)
+			return fail(microvm.CodeInternal, "bench: boot %d/%d: %v", i, *runs, err)
 		}
 		results = append(results, r)
 		init := "no init milestone"
-		if v, ok := r.phases[string(vmm.PhaseInit)]; ok {
+		if v, ok := r.phases[string(microvm.PhaseInit)]; ok {
 			init = fmt.Sprintf("init %.0f ms", v)
 		}
 		prog.update("bench: boot %d/%d done: %s, exit %.0f ms, overhead %.1f MiB", i, *runs, init, r.wall, float64(r.overhead())/(1<<20))

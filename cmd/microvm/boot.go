@@ -13,7 +13,6 @@ import (
 
 	"github.com/microvm-dev/microvm"
 	"github.com/microvm-dev/microvm/internal/guard"
-	"github.com/microvm-dev/microvm/internal/vmm"
 	"github.com/spf13/pflag"
 )
 
@@ -43,22 +42,22 @@ func (f *vmFlags) register(fs *pflag.FlagSet, defaultCmdline string) {
 
 // config turns the flags into a microvm.Config; errors name the flag.
 func (f *vmFlags) config(start time.Time) (microvm.Config, error) {
-	mem, err := vmm.ParseSize(f.memory)
+	mem, err := parseSize(f.memory)
 	if err != nil {
-		return microvm.Config{}, &vmm.InputError{What: "--memory", Msg: err.Error()}
+		return microvm.Config{}, &microvm.InputError{What: "--memory", Msg: err.Error()}
 	}
 	if f.timeout < 0 {
-		return microvm.Config{}, &vmm.InputError{What: "--timeout", Msg: "must not be negative"}
+		return microvm.Config{}, &microvm.InputError{What: "--timeout", Msg: "must not be negative"}
 	}
 	// The API reads zero as "default"; on the command line it is an error.
 	if f.cpus < 1 {
-		return microvm.Config{}, &vmm.InputError{What: "--cpus", Msg: fmt.Sprintf("%d is out of range: need 1 to 254", f.cpus)}
+		return microvm.Config{}, &microvm.InputError{What: "--cpus", Msg: fmt.Sprintf("%d is out of range: need 1 to 254", f.cpus)}
 	}
 	if mem == 0 {
-		return microvm.Config{}, &vmm.InputError{What: "--memory", Msg: fmt.Sprintf("0 is below the minimum of %d MiB", vmm.MinMemory/vmm.MiB)}
+		return microvm.Config{}, &microvm.InputError{What: "--memory", Msg: fmt.Sprintf("0 is below the minimum of %d MiB", microvm.MinMemory>>20)}
 	}
 	if f.consoleKind != "serial" && f.consoleKind != "virtio" {
-		return microvm.Config{}, &vmm.InputError{What: "--console", Msg: fmt.Sprintf("%q: want serial or virtio", f.consoleKind)}
+		return microvm.Config{}, &microvm.InputError{What: "--console", Msg: fmt.Sprintf("%q: want serial or virtio", f.consoleKind)}
 	}
 	cfg := microvm.Config{
 		Kernel:        f.kernel,
@@ -93,7 +92,7 @@ func parseDisk(s string) (microvm.Disk, error) {
 	path, opts, _ := strings.Cut(s, ",")
 	d := microvm.Disk{Path: path}
 	if path == "" {
-		return d, &vmm.InputError{What: "--disk", Msg: fmt.Sprintf("%q: no path", s)}
+		return d, &microvm.InputError{What: "--disk", Msg: fmt.Sprintf("%q: no path", s)}
 	}
 	for _, o := range strings.Split(opts, ",") {
 		switch o {
@@ -101,7 +100,7 @@ func parseDisk(s string) (microvm.Disk, error) {
 		case "ro":
 			d.ReadOnly = true
 		default:
-			return d, &vmm.InputError{What: "--disk", Msg: fmt.Sprintf("%s: unknown option %q (want ro)", path, o)}
+			return d, &microvm.InputError{What: "--disk", Msg: fmt.Sprintf("%s: unknown option %q (want ro)", path, o)}
 		}
 	}
 	return d, nil
@@ -118,15 +117,15 @@ func parseNet(s string) (microvm.NetIf, error) {
 		case "mac":
 			mac, err := net.ParseMAC(v)
 			if err != nil || len(mac) != 6 {
-				return n, &vmm.InputError{What: "--net", Msg: fmt.Sprintf("mac=%s is not a MAC address like 02:00:00:00:00:01", v)}
+				return n, &microvm.InputError{What: "--net", Msg: fmt.Sprintf("mac=%s is not a MAC address like 02:00:00:00:00:01", v)}
 			}
 			n.MAC = mac
 		default:
-			return n, &vmm.InputError{What: "--net", Msg: fmt.Sprintf("%q: unknown option %q (want tap=NAME[,mac=MAC])", s, k)}
+			return n, &microvm.InputError{What: "--net", Msg: fmt.Sprintf("%q: unknown option %q (want tap=NAME[,mac=MAC])", s, k)}
 		}
 	}
 	if n.Tap == "" {
-		return n, &vmm.InputError{What: "--net", Msg: fmt.Sprintf("%q: tap=NAME is required", s)}
+		return n, &microvm.InputError{What: "--net", Msg: fmt.Sprintf("%q: tap=NAME is required", s)}
 	}
 	return n, nil
 }
@@ -140,10 +139,10 @@ func runBoot(e *env, args []string) int {
 		return code
 	}
 	if fs.NArg() > 0 {
-		return fail(vmm.CodeUsage, "boot: unexpected argument %q", fs.Arg(0))
+		return fail(microvm.CodeUsage, "boot: unexpected argument %q", fs.Arg(0))
 	}
 	if f.kernel == "" {
-		return fail(vmm.CodeUsage, "--kernel: required (see 'microvm boot --help')")
+		return fail(microvm.CodeUsage, "--kernel: required (see 'microvm boot --help')")
 	}
 	cfg, err := f.config(e.start)
 	if err != nil {
@@ -168,7 +167,7 @@ func execute(e *env, cfg microvm.Config, f *vmFlags, interactive bool) (*microvm
 	vm, err := microvm.Start(ctx, cfg)
 	if err != nil {
 		if e.ctx.Err() != nil {
-			return nil, vmm.CodeInternal // stopped by a signal: main says so
+			return nil, microvm.CodeInternal // stopped by a signal: main says so
 		}
 		return nil, failErr(err)
 	}
@@ -182,7 +181,7 @@ func execute(e *env, cfg microvm.Config, f *vmFlags, interactive bool) (*microvm
 		force := time.AfterFunc(cfg.Timeout+stopGrace, func() {
 			e.tty.Restore()
 			fmt.Fprintf(os.Stderr, "microvm: --timeout %v expired; the guest did not stop within %v, forced exit\n", f.timeout, stopGrace)
-			os.Exit(vmm.CodeTimeout)
+			os.Exit(microvm.CodeTimeout)
 		})
 		defer force.Stop()
 		// Once the guest has stopped, the exit code is the guest's: the
@@ -206,9 +205,9 @@ func execute(e *env, cfg microvm.Config, f *vmFlags, interactive bool) (*microvm
 	case in != nil && in.quit.Load():
 		code = 0
 		fmt.Fprintln(os.Stderr, "microvm: console quit (Ctrl-a x)")
-	case res.Reason == vmm.ExitTimeout:
+	case res.Reason == microvm.ExitTimeout:
 		fmt.Fprintf(os.Stderr, "microvm: --timeout %v expired; guest stopped (%s)\n", f.timeout, res.Detail)
-	case res.Reason == vmm.ExitCrash:
+	case res.Reason == microvm.ExitCrash:
 		fmt.Fprintf(os.Stderr, "microvm: guest crashed: %s\n", res.Detail)
 	case err != nil:
 		reportError(os.Stderr, err)

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/microvm-dev/microvm"
-	"github.com/microvm-dev/microvm/internal/vmm"
 )
 
 // runCheck prints the host verdict; exit 0 when a guest can boot, 1 when not.
@@ -17,12 +16,12 @@ func runCheck(e *env, args []string) int {
 		return code
 	}
 	if fs.NArg() > 0 {
-		return fail(vmm.CodeUsage, "check: unexpected argument %q", fs.Arg(0))
+		return fail(microvm.CodeUsage, "check: unexpected argument %q", fs.Arg(0))
 	}
 	r := microvm.CheckHost()
 	code := 0
 	if !r.OK {
-		code = vmm.CodeInternal
+		code = microvm.CodeInternal
 	}
 	if *asJSON {
 		b, _ := json.MarshalIndent(r, "", "  ")

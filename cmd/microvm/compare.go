@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/microvm-dev/microvm"
-	"github.com/microvm-dev/microvm/internal/vmm"
+	"github.com/microvm-dev/microvm/internal/agent"
 )
 
 // vmSide is the VM column of `microvm compare`, every number measured on
@@ -56,7 +56,7 @@ func runCompare(e *env, args []string) int {
 		return code
 	}
 	if fs.NArg() > 0 {
-		return fail(vmm.CodeUsage, "compare: unexpected argument %q", fs.Arg(0))
+		return fail(microvm.CodeUsage, "compare: unexpected argument %q", fs.Arg(0))
 	}
 	if err := f.defaultArtifacts(); err != nil {
 		return failErr(err)
@@ -75,17 +75,17 @@ func runCompare(e *env, args []string) int {
 	vm, err := microvm.Start(e.ctx, cfg)
 	if err != nil {
 		if e.ctx.Err() != nil {
-			return vmm.CodeInternal
+			return microvm.CodeInternal
 		}
 		return failErr(err)
 	}
 	res, err := vm.Wait()
 	if err != nil || res.ExitCode != 0 || res.GuestStatus != 0 {
 		if e.signal() != nil {
-			return vmm.CodeInternal
+			return microvm.CodeInternal
 		}
 		os.Stderr.Write(res.BootLog)
-		return fail(max(res.ExitCode, vmm.CodeInternal), "compare: the guest did not run `uname -r` (exit: %s %s, err %v)", res.Reason, res.Detail, err)
+		return fail(max(res.ExitCode, microvm.CodeInternal), "compare: the guest did not run `uname -r` (exit: %s %s, err %v)", res.Reason, res.Detail, err)
 	}
 	v := vmSide{
 		KernelBytes:   fileSize(cfg.Kernel),
@@ -95,7 +95,7 @@ func runCompare(e *env, args []string) int {
 		GuestMemory:   cfg.Memory,
 		MemAvailable:  microvm.MemAvailable(),
 		GuestRelease:  strings.TrimSpace(out.String()),
-		HostRelease:   hostUname().Release,
+		HostRelease:   agent.HostUname().Release,
 	}
 	if at, ok := timelineGet(res.Timeline, microvm.PhaseInit); ok {
 		v.StartToInitMS = ms(at)
@@ -232,7 +232,7 @@ func measureContainer(ctx context.Context) (*containerSide, string) {
 		}
 		c.RunMS = ms(time.Since(t0))
 		c.Release = rel
-		c.SharedKernel = rel == hostUname().Release
+		c.SharedKernel = rel == agent.HostUname().Release
 		if s, err := run("image", "inspect", "--format", "{{.Size}}", img); err == nil {
 			c.ImageBytes, _ = strconv.ParseInt(s, 10, 64)
 		}

@@ -1,5 +1,6 @@
 // Command microvm boots Linux kernels (and other 64-bit boot-protocol guests)
-// in KVM micro-VMs. It is a thin layer over package vmm.
+// in KVM micro-VMs. It is a thin layer over package microvm: it turns flags
+// into a microvm.Config, and owns the exit codes and one-line messages.
 package main
 
 import (
@@ -14,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/microvm-dev/microvm/internal/vmm"
+	"github.com/microvm-dev/microvm"
 	"github.com/spf13/pflag"
 )
 
@@ -119,7 +120,7 @@ func main() {
 func dispatch(e *env, args []string) int {
 	if len(args) == 0 {
 		usage(os.Stderr)
-		return vmm.CodeUsage
+		return microvm.CodeUsage
 	}
 	switch args[0] {
 	case "-h", "--help", "help":
@@ -133,7 +134,7 @@ func dispatch(e *env, args []string) int {
 			return c.run(e, args[1:])
 		}
 	}
-	return fail(vmm.CodeUsage, "unknown command %q (see 'microvm --help')", args[0])
+	return fail(microvm.CodeUsage, "unknown command %q (see 'microvm --help')", args[0])
 }
 
 // fail prints one line on stderr and returns code.
@@ -147,10 +148,35 @@ func fail(code int, format string, a ...any) int {
 // failErr maps an error to its exit code: bad input is 2, the rest
 // (including a missing /dev/kvm, whose message says how to fix it) 1.
 func failErr(err error) int {
-	if vmm.IsInputError(err) {
-		return fail(vmm.CodeUsage, "%v", err)
+	var ie *microvm.InputError
+	if errors.As(err, &ie) {
+		return fail(microvm.CodeUsage, "%s: %s", flagFor(ie.What), ie.Msg)
 	}
-	return fail(vmm.CodeInternal, "%v", err)
+	return fail(microvm.CodeInternal, "%v", err)
+}
+
+// configFlags names the flag that sets each microvm.Config field, for
+// messages about bad input, which the library words in terms of the field.
+var configFlags = map[string]string{
+	"Kernel":     "--kernel",
+	"Initrd":     "--initrd",
+	"Cmdline":    "--cmdline",
+	"CPUs":       "--cpus",
+	"Memory":     "--memory",
+	"Timeout":    "--timeout",
+	"Command":    "command",
+	"Disks":      "--disk",
+	"Nets":       "--net",
+	"Disks/Nets": "--disk/--net",
+}
+
+// flagFor returns the flag for a Config field; anything else (a flag name
+// already, or a file) is returned as it is.
+func flagFor(what string) string {
+	if f, ok := configFlags[what]; ok {
+		return f
+	}
+	return what
 }
 
 // newFlags returns a flag set whose errors and help go through our own
@@ -172,7 +198,7 @@ func parseFlags(fs *pflag.FlagSet, usageLine string, args []string) (bool, int) 
 			fs.PrintDefaults()
 			return true, 0
 		}
-		return true, fail(vmm.CodeUsage, "%v (see 'microvm %s --help')", err, fs.Name())
+		return true, fail(microvm.CodeUsage, "%v (see 'microvm %s --help')", err, fs.Name())
 	}
 	return false, 0
 }

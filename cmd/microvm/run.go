@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/microvm-dev/microvm"
-	"github.com/microvm-dev/microvm/internal/vmm"
 )
 
 // Kernel parameters for guests driven by the agent (uname builds its own).
@@ -23,7 +22,7 @@ func runRun(e *env, args []string) int {
 	}
 	argv := fs.Args()
 	if len(argv) == 0 || argv[0] == "" {
-		return fail(vmm.CodeUsage, "run: no command given (usage: microvm run [flags] -- CMD [ARGS...])")
+		return fail(microvm.CodeUsage, "run: no command given (usage: microvm run [flags] -- CMD [ARGS...])")
 	}
 	if err := f.defaultArtifacts(); err != nil {
 		return failErr(err)
@@ -40,7 +39,7 @@ func runRun(e *env, args []string) int {
 		return code
 	}
 	os.Stderr.Write(res.BootLog)
-	if res.GuestStatus < 0 && (res.Reason == vmm.ExitReset || res.Reason == vmm.ExitPoweroff) {
+	if res.GuestStatus < 0 && (res.Reason == microvm.ExitReset || res.Reason == microvm.ExitPoweroff) {
 		// The command itself rebooted or powered off the guest: a clean end.
 		fmt.Fprintf(os.Stderr, "microvm: guest %s before the command reported an exit status\n", res.Reason)
 	}

@@ -10,8 +10,7 @@ import (
 
 	"github.com/microvm-dev/microvm"
 	"github.com/microvm-dev/microvm/agentproto"
-	"github.com/microvm-dev/microvm/internal/vmm"
-	"golang.org/x/sys/unix"
+	"github.com/microvm-dev/microvm/internal/agent"
 )
 
 func runUname(e *env, args []string) int {
@@ -24,14 +23,14 @@ func runUname(e *env, args []string) int {
 		return code
 	}
 	if fs.NArg() > 0 {
-		return fail(vmm.CodeUsage, "uname: unexpected argument %q", fs.Arg(0))
+		return fail(microvm.CodeUsage, "uname: unexpected argument %q", fs.Arg(0))
 	}
 	if *hostOnly {
 		if f.json {
-			b, _ := json.Marshal(hostUname())
+			b, _ := json.Marshal(agent.HostUname())
 			fmt.Println(string(b))
 		} else {
-			fmt.Println(hostUname())
+			fmt.Println(agent.HostUname())
 		}
 		return 0
 	}
@@ -42,7 +41,7 @@ func runUname(e *env, args []string) int {
 	if err != nil {
 		return failErr(err)
 	}
-	cfg.Cmdline = joinCmdline(microvm.CmdlineFor(agentCmdline, cfg.VirtioConsole), f.cmdline, agentproto.UnameParam+"=1")
+	cfg.Cmdline = joinCmdline(microvm.CmdlineFor(agentCmdline, cfg.VirtioConsole), f.cmdline, agent.UnameParams)
 	var out lineBuffer
 	cfg.Stdout = &out
 	asJSON := f.json
@@ -51,21 +50,15 @@ func runUname(e *env, args []string) int {
 	if res == nil {
 		return code
 	}
-	var guest agentproto.Uname
-	found := false
-	for _, line := range strings.Split(out.String(), "\n") {
-		if u, err := agentproto.ParseUnameLine(line); err == nil {
-			guest, found = u, true
-		}
-	}
+	guest, found := agent.FindUname(out.String())
 	if !found {
 		os.Stderr.WriteString(out.String())
 		if code == 0 {
-			code = vmm.CodeInternal
+			code = microvm.CodeInternal
 		}
 		return fail(code, "guest did not report its uname (exit: %s): is the initrd's agent missing?", res.Reason)
 	}
-	host := hostUname()
+	host := agent.HostUname()
 	toInit, _ := timelineGet(res.Timeline, microvm.PhaseInit)
 	cols := []column{{"host", host}, {"guest (microvm)", guest}}
 	if outer := os.Getenv("MICROVM_OUTER_HOST"); outer != "" {
@@ -123,21 +116,6 @@ func timelineGet(marks []microvm.Mark, p microvm.Phase) (time.Duration, bool) {
 		}
 	}
 	return 0, false
-}
-
-func hostUname() agentproto.Uname {
-	var u unix.Utsname
-	_ = unix.Uname(&u)
-	var si unix.Sysinfo_t
-	_ = unix.Sysinfo(&si)
-	return agentproto.Uname{
-		Sysname:  unix.ByteSliceToString(u.Sysname[:]),
-		Nodename: unix.ByteSliceToString(u.Nodename[:]),
-		Release:  unix.ByteSliceToString(u.Release[:]),
-		Version:  unix.ByteSliceToString(u.Version[:]),
-		Machine:  unix.ByteSliceToString(u.Machine[:]),
-		UptimeS:  float64(si.Uptime),
-	}
 }
 
 func fmtUptime(s float64) string {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/microvm-dev/microvm/internal/guard"
+	"github.com/microvm-dev/microvm/internal/vmm/layout"
 )
 
 // Console output goes from the devices (the UART on a vCPU thread,
@@ -19,10 +20,10 @@ const (
 	// consoleBufMax bounds the console output held for a slow consumer:
 	// a Linux boot log (~60 KiB) fits, and it is small next to the VMM's
 	// few MiB of RSS.
-	consoleBufMax = 256 * KiB
+	consoleBufMax = 256 * layout.KiB
 	// consoleChunk is the most the drainer writes at once, so a slow
 	// consumer shows progress (a pipe takes 64 KiB).
-	consoleChunk = 16 * KiB
+	consoleChunk = 16 * layout.KiB
 	// consoleFlushStall is how long Close waits for the consumer to take
 	// more of the remaining output before it gives up on it: a stalled
 	// stdout must not hold up --timeout.

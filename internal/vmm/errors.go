@@ -5,8 +5,9 @@ import (
 	"fmt"
 )
 
-// InputError is bad input from the user: a flag value or a file that cannot be
-// used. What names the flag or the file; the CLI maps it to exit code 2.
+// InputError is bad input: a Config field or a file that cannot be used.
+// What names the Config field ("Memory", "Disks", ...); the message names the
+// file where there is one. The CLI maps fields to its flags and exits 2.
 type InputError struct {
 	What string
 	Msg  string

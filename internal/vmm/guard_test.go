@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/microvm-dev/microvm/agentproto"
 	"github.com/microvm-dev/microvm/internal/guard"
 )
 
@@ -19,11 +18,6 @@ func failOnPanic(t testing.TB) func(error) {
 type panicWriter struct{}
 
 func (panicWriter) Write([]byte) (int, error) { panic("boom") }
-
-type panicPort struct{}
-
-func (panicPort) Write([]byte) (int, error) { panic("boom") }
-func (panicPort) Unread() int               { return 0 }
 
 // TestGoroutinePanics: a panic on each VMM goroutine that lives with the
 // machine ends the machine with an internal error naming the goroutine,
@@ -43,11 +37,6 @@ func TestGoroutinePanics(t *testing.T) {
 			m.log = newRateLog(func(string) { panic("boom") }, m.fatal)
 			m.logf("x")
 		}},
-		{"agent reply", "agent reply", func(m *Machine) {
-			m.cfg.Command = []string{"true"}
-			a := &agentConn{m: m, port: panicPort{}}
-			_, _ = a.Write(agentproto.EncodeMsg(agentproto.Msg{T: agentproto.MsgReady}))
-		}},
 		{"input to a device", "console input", func(m *Machine) {
 			// No serial port: the device that takes the input panics.
 			if err := m.SendInput(context.Background(), []byte("x")); !strings.HasPrefix(err.Error(), "internal error: console input: panic: ") {
@@ -57,7 +46,7 @@ func TestGoroutinePanics(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			m := &Machine{guestExit: make(chan vcpuExit, 1)}
+			m := newMachine(Config{})
 			c.start(m)
 			select {
 			case e := <-m.guestExit:

@@ -357,3 +357,9 @@ const (
 	runExitReason    = 8
 	runExitUnion     = 32
 )
+
+// IsNoKVM reports whether err is (or wraps) a missing or forbidden /dev/kvm.
+func IsNoKVM(err error) bool {
+	var e *ErrNoKVM
+	return errors.As(err, &e)
+}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"unsafe"
 
+	"github.com/microvm-dev/microvm/internal/vmm/boot"
+	"github.com/microvm-dev/microvm/internal/vmm/layout"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,16 +32,14 @@ func (e *AddrError) Error() string {
 	return fmt.Sprintf("guest address range [%#x, +%#x) is not RAM", e.GPA, e.Len)
 }
 
-// RAMLayout returns the RAM regions for size bytes of guest memory: below the
+// ramLayout returns the RAM regions for size bytes of guest memory: below the
 // MMIO hole, then above 4 GiB for the rest.
-func RAMLayout(size uint64) []Region {
-	if size <= MMIOHoleStart {
+func ramLayout(size uint64) []Region {
+	low := layout.LowRAM(size)
+	if size == low {
 		return []Region{{GPA: 0, Size: size}}
 	}
-	return []Region{
-		{GPA: 0, Size: MMIOHoleStart},
-		{GPA: MMIOHoleEnd, Size: size - MMIOHoleStart},
-	}
+	return []Region{{GPA: 0, Size: low}, {GPA: layout.MMIOHoleEnd, Size: size - low}}
 }
 
 // NewMemory maps size bytes of guest RAM. MAP_NORESERVE: a large guest costs
@@ -52,7 +52,7 @@ func NewMemory(size uint64) (*Memory, error) {
 	}
 	m := &Memory{mapping: b}
 	off := uint64(0)
-	for _, r := range RAMLayout(size) {
+	for _, r := range ramLayout(size) {
 		r.host = b[off : off+r.Size : off+r.Size]
 		off += r.Size
 		m.Regions = append(m.Regions, r)
@@ -108,56 +108,6 @@ func (m *Memory) Read(gpa uint64, b []byte) error {
 	return nil
 }
 
-// TouchedBytes reports how much guest RAM is resident (mincore), for the
-// VMM-overhead measurement: process RSS minus this is the VMM's own cost.
-func (m *Memory) TouchedBytes() uint64 {
-	if len(m.mapping) == 0 {
-		return 0
-	}
-	page := uint64(unix.Getpagesize())
-	vec := make([]byte, (uint64(len(m.mapping))+page-1)/page)
-	_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m.mapping[0])), uintptr(len(m.mapping)), uintptr(unsafe.Pointer(&vec[0])))
-	if errno != 0 {
-		return 0
-	}
-	var n uint64
-	for _, v := range vec {
-		if v&1 != 0 {
-			n++
-		}
-	}
-	return n * page
-}
-
-// E820 entry types.
-const (
-	E820RAM      = 1
-	E820Reserved = 2
-)
-
-// E820Entry is one entry of the BIOS memory map handed to the guest.
-type E820Entry struct {
-	Addr, Size uint64
-	Type       uint32
-}
-
-// E820 builds the memory map: low RAM up to the EBDA, the reserved EBDA/BIOS
-// area holding the MP table, RAM from 1 MiB to the hole, and RAM above 4 GiB.
-func E820(regions []Region) []E820Entry {
-	low := regions[0]
-	e := []E820Entry{
-		{0, EBDAStart, E820RAM},
-		{EBDAStart, HighMemStart - EBDAStart, E820Reserved},
-	}
-	if low.Size > HighMemStart {
-		e = append(e, E820Entry{HighMemStart, low.Size - HighMemStart, E820RAM})
-	}
-	for _, r := range regions[1:] {
-		e = append(e, E820Entry{r.GPA, r.Size, E820RAM})
-	}
-	return e
-}
-
 // Resident returns how many bytes of guest RAM the host has backed with
 // pages (mincore(2)): with MAP_NORESERVE that is what the guest touched.
 func (m *Memory) Resident() uint64 {
@@ -177,4 +127,19 @@ func (m *Memory) Resident() uint64 {
 		n += uint64(v & 1)
 	}
 	return n * page
+}
+
+// Ranges returns the RAM regions as the boot code describes them (e820).
+func (m *Memory) Ranges() []boot.Range {
+	r := make([]boot.Range, len(m.Regions))
+	for i, g := range m.Regions {
+		r[i] = boot.Range{GPA: g.GPA, Size: g.Size}
+	}
+	return r
+}
+
+// Top is the end of the highest RAM region.
+func (m *Memory) Top() uint64 {
+	last := m.Regions[len(m.Regions)-1]
+	return last.GPA + last.Size
 }

@@ -2,14 +2,13 @@ package vmm
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"sync/atomic"
 	"unsafe"
 
-	"github.com/microvm-dev/microvm/internal/guard"
+	"github.com/microvm-dev/microvm/internal/vmm/boot"
+	"github.com/microvm-dev/microvm/internal/vmm/layout"
 	"golang.org/x/sys/unix"
 )
 
@@ -115,20 +114,20 @@ func (v *vcpu) setupBoot(entry uint64) error {
 	if _, err := ioctl(v.fd(), kvmGetSregs, uintptr(unsafe.Pointer(&s))); err != nil {
 		return fmt.Errorf("vcpu %d: KVM_GET_SREGS: %w", v.id, err)
 	}
-	code, data, tss := segmentFromGDT(bootCS), segmentFromGDT(bootDS), segmentFromGDT(bootTR)
+	code, data, tss := segmentFromGDT(boot.CS), segmentFromGDT(boot.DS), segmentFromGDT(boot.TR)
 	s.CS = code
 	s.DS, s.ES, s.FS, s.GS, s.SS = data, data, data, data, data
 	s.TR = tss
-	s.GDT = DTable{Base: GDTAddr, Limit: uint16(8*len(bootGDT) - 1)}
+	s.GDT = DTable{Base: layout.GDTAddr, Limit: uint16(8*len(boot.GDT) - 1)}
 	s.IDT = DTable{}
 	s.CR0 = cr0PE | cr0ET | cr0PG
-	s.CR3 = PML4Addr
+	s.CR3 = layout.PML4Addr
 	s.CR4 = cr4PAE
 	s.EFER = eferLME | eferLMA
 	if _, err := ioctl(v.fd(), kvmSetSregs, uintptr(unsafe.Pointer(&s))); err != nil {
 		return fmt.Errorf("vcpu %d: KVM_SET_SREGS: %w", v.id, err)
 	}
-	r := Regs{RIP: entry, RSI: ZeroPageAddr, RSP: BootStackAddr, RBP: BootStackAddr, RFLAGS: 2}
+	r := Regs{RIP: entry, RSI: layout.ZeroPageAddr, RSP: layout.BootStackAddr, RBP: layout.BootStackAddr, RFLAGS: 2}
 	if _, err := ioctl(v.fd(), kvmSetRegs, uintptr(unsafe.Pointer(&r))); err != nil {
 		return fmt.Errorf("vcpu %d: KVM_SET_REGS: %w", v.id, err)
 	}
@@ -180,139 +179,25 @@ func (v *vcpu) kick() {
 	}
 }
 
-// exitKind says why a vCPU loop ended.
-type vcpuExit struct {
-	reason ExitReason
-	detail string
-	err    error
-}
-
-// guardedLoop is loop with a panic in the VMM's own exit handling turned
-// into an internal error that stops the machine, so the process can restore
-// the terminal and exit 1. A panic in a device's register handler is caught
-// by the bus, which names the device.
-func (v *vcpu) guardedLoop(m *Machine) (e vcpuExit) {
-	err := guard.Run(func() error { e = v.loop(m); return nil })
-	if err != nil {
-		e = vcpuExit{reason: ExitError, err: guard.Internal(fmt.Sprintf("vcpu %d", v.id), err)}
+// segmentFromGDT expands a GDT descriptor into the kvm_segment KVM wants.
+func segmentFromGDT(sel uint16) Segment {
+	d := boot.GDT[sel>>3]
+	limit := uint32(d&0xffff) | uint32((d>>48)&0xf)<<16
+	g := uint8(d>>55) & 1
+	if g == 1 {
+		limit = limit<<12 | 0xfff
 	}
-	return e
-}
-
-// loop runs the vCPU until the machine stops or the guest does something
-// that ends it. It runs on its own locked OS thread for its whole life.
-func (v *vcpu) loop(m *Machine) vcpuExit {
-	runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-	v.tid.Store(int32(unix.Gettid()))
-	defer v.tid.Store(0)
-	le := binary.LittleEndian
-	fd := uintptr(v.fd())
-	first := true
-	for !m.stopping.Load() {
-		if first && v.id == 0 {
-			m.timeline.Mark(PhaseFirstRun)
-		}
-		first = false
-		err := kvmRunRaw(fd)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
-				if !m.stopping.Load() {
-					m.noteHalted(v.id, v.stoppedForGood())
-				}
-				continue
-			}
-			return vcpuExit{reason: ExitError, err: fmt.Errorf("vcpu %d: KVM_RUN: %w", v.id, err)}
-		}
-		u := v.run[runExitUnion:]
-		switch reason := le.Uint32(v.run[runExitReason:]); reason {
-		case exitIO:
-			dir, size := u[0], int(u[1])
-			port := uint64(le.Uint16(u[2:]))
-			count := int(le.Uint32(u[4:]))
-			off := le.Uint64(u[8:])
-			if size == 0 || off+uint64(size*count) > uint64(len(v.run)) {
-				return vcpuExit{reason: ExitError, err: fmt.Errorf("vcpu %d: malformed I/O exit", v.id)}
-			}
-			for i := 0; i < count; i++ {
-				d := v.run[off+uint64(i*size) : off+uint64((i+1)*size)]
-				var err error
-				if dir == 1 {
-					_, err = m.pio.Write(port, d)
-				} else {
-					_, err = m.pio.Read(port, d)
-				}
-				if err != nil {
-					return vcpuExit{reason: ExitError, err: err}
-				}
-			}
-		case exitMMIO:
-			addr := le.Uint64(u[0:])
-			n := le.Uint32(u[16:])
-			if n > 8 {
-				n = 8
-			}
-			d := u[8 : 8+n]
-			var err error
-			if u[20] != 0 {
-				_, err = m.mmio.Write(addr, d)
-			} else {
-				_, err = m.mmio.Read(addr, d)
-			}
-			if err != nil {
-				return vcpuExit{reason: ExitError, err: err}
-			}
-		case exitHLT:
-			// Only without an in-kernel LAPIC; nothing to do but re-enter.
-		case exitIntr:
-			// A signal interrupted the guest; the loop condition decides.
-		case exitShutdown:
-			return vcpuExit{reason: ExitCrash, detail: v.crashDetail("triple fault (KVM_EXIT_SHUTDOWN)")}
-		case exitInternalError:
-			sub := le.Uint32(u[0:])
-			what := fmt.Sprintf("KVM internal error, suberror %d", sub)
-			if sub == 1 {
-				what = "emulation failure (KVM_INTERNAL_ERROR_EMULATION)"
-			}
-			return vcpuExit{reason: ExitCrash, detail: v.crashDetail(what)}
-		case exitFailEntry:
-			return vcpuExit{reason: ExitError, err: fmt.Errorf("vcpu %d: KVM_EXIT_FAIL_ENTRY, hardware reason %#x", v.id, le.Uint64(u[0:]))}
-		case exitSystemEvent:
-			switch le.Uint32(u[0:]) {
-			case systemEventShutdown:
-				return vcpuExit{reason: ExitPoweroff}
-			case systemEventReset:
-				return vcpuExit{reason: ExitReset}
-			default:
-				return vcpuExit{reason: ExitCrash, detail: v.crashDetail("guest reported a crash (KVM_SYSTEM_EVENT_CRASH)")}
-			}
-		default:
-			return vcpuExit{reason: ExitError, err: fmt.Errorf("vcpu %d: unexpected KVM exit reason %d", v.id, reason)}
-		}
+	return Segment{
+		Base:     (d>>16)&0xffffff | (d>>56&0xff)<<24,
+		Limit:    limit,
+		Selector: sel,
+		Type:     uint8(d>>40) & 0xf,
+		S:        uint8(d>>44) & 1,
+		DPL:      uint8(d>>45) & 3,
+		Present:  uint8(d>>47) & 1,
+		AVL:      uint8(d>>52) & 1,
+		L:        uint8(d>>53) & 1,
+		DB:       uint8(d>>54) & 1,
+		G:        g,
 	}
-	return vcpuExit{reason: ExitStopped}
-}
-
-// kvmRunRaw is KVM_RUN without the Go runtime's syscall bookkeeping
-// (RawSyscall, no entersyscall/exitsyscall). With the bookkeeping, a vCPU
-// thread that lives in KVM_RUN looks to the runtime like a goroutine stuck in
-// a syscall: sysmon keeps retaking its P and polling at 20 µs, which on a
-// 1-CPU host costs a context switch per guest exit (measured 2.5x the C
-// loop's PIO round trip in the nested harness). Without it the goroutine
-// looks busy: it keeps its P (ensureProcs leaves one spare for the other
-// goroutines), and the runtime's preemption signal makes KVM_RUN return
-// EINTR like any other kick, so GC and the scheduler still get it back.
-func kvmRunRaw(fd uintptr) error {
-	_, _, errno := unix.RawSyscall(unix.SYS_IOCTL, fd, kvmRun, 0)
-	if errno != 0 {
-		return errno
-	}
-	return nil
-}
-
-func (v *vcpu) crashDetail(what string) string {
-	r, err := v.regs()
-	if err != nil {
-		return fmt.Sprintf("vcpu %d: %s", v.id, what)
-	}
-	return fmt.Sprintf("vcpu %d: %s at RIP %#x", v.id, what, r.RIP)
 }

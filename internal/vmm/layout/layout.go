@@ -1,8 +1,9 @@
-package vmm
+// Package layout is the one table of guest-physical addresses, I/O ports
+// and IRQ numbers. Nothing else in the VMM hard-codes an address: devices,
+// the device manager and the boot code take theirs from here.
+package layout
 
-// The one table of guest-physical addresses, I/O ports and IRQ numbers.
-// Nothing else in the VMM hard-codes an address: devices and the boot code
-// take theirs from here.
+import "github.com/microvm-dev/microvm/agentproto"
 
 const (
 	KiB = 1 << 10
@@ -68,7 +69,7 @@ const (
 	// DebugPort is the boot/debug port: a guest writes a milestone code here
 	// and the VMM timestamps it. DebugPortSize covers a no-op register at
 	// DebugPort+4 used by the exit-path benchmark.
-	DebugPort     = 0x3f0
+	DebugPort     = uint64(agentproto.DebugPort) // the guest side of the contract defines it
 	DebugPortSize = 8
 )
 
@@ -83,8 +84,6 @@ const (
 	MaxVirtioDevices = 16
 )
 
-// VirtioSlot returns the MMIO window and IRQ of virtio device i
-// (0 <= i < MaxVirtioDevices).
-func VirtioSlot(i int) (base uint64, irq uint32) {
-	return VirtioMMIOBase + uint64(i)*VirtioMMIOSize, VirtioIRQBase + uint32(i)
-}
+// LowRAM is how much of size bytes of guest RAM sits below the 32-bit MMIO
+// hole; the rest is placed above 4 GiB.
+func LowRAM(size uint64) uint64 { return min(size, MMIOHoleStart) }

@@ -1,4 +1,4 @@
-package vmm
+package boot
 
 import "encoding/binary"
 

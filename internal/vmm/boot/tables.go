@@ -1,13 +1,20 @@
-package vmm
+// Package boot writes what the 64-bit Linux boot protocol
+// (Documentation/arch/x86/boot.rst) and the Intel MP specification expect to
+// find in guest memory: the zero page, the boot GDT, the identity-mapped page
+// tables, the MP table and the e820 map; and it parses bzImage and ELF64
+// kernels. It knows nothing about KVM or devices.
+package boot
 
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/microvm-dev/microvm/internal/vmm/layout"
 )
 
 // Boot GDT entries. The 64-bit boot protocol wants __BOOT_CS = 0x10 and
 // __BOOT_DS = 0x18 (Documentation/arch/x86/boot.rst, "64-bit Boot Protocol").
-var bootGDT = [...]uint64{
+var GDT = [...]uint64{
 	0,                  // null
 	0,                  // unused
 	0x00af9b000000ffff, // 0x10: code, 64-bit, present, DPL 0, 4 GiB
@@ -16,67 +23,43 @@ var bootGDT = [...]uint64{
 	0x0000000000000000, // upper half of the 16-byte TSS descriptor
 }
 
+// Selectors of the boot GDT's code, data and task-state segments.
 const (
-	bootCS = 0x10
-	bootDS = 0x18
-	bootTR = 0x20
+	CS = 0x10
+	DS = 0x18
+	TR = 0x20
 )
 
-// segmentFromGDT expands a GDT descriptor into the kvm_segment KVM wants.
-func segmentFromGDT(sel uint16) Segment {
-	d := bootGDT[sel>>3]
-	limit := uint32(d&0xffff) | uint32((d>>48)&0xf)<<16
-	g := uint8(d>>55) & 1
-	if g == 1 {
-		limit = limit<<12 | 0xfff
-	}
-	return Segment{
-		Base:     (d>>16)&0xffffff | (d>>56&0xff)<<24,
-		Limit:    limit,
-		Selector: sel,
-		Type:     uint8(d>>40) & 0xf,
-		S:        uint8(d>>44) & 1,
-		DPL:      uint8(d>>45) & 3,
-		Present:  uint8(d>>47) & 1,
-		AVL:      uint8(d>>52) & 1,
-		L:        uint8(d>>53) & 1,
-		DB:       uint8(d>>54) & 1,
-		G:        g,
-	}
-}
-
-// writeGDT places the boot GDT in guest memory.
-func writeGDT(mem *Memory) error {
-	b := make([]byte, 8*len(bootGDT))
-	for i, d := range bootGDT {
+// WriteGDT places the boot GDT in guest memory at layout.GDTAddr.
+func WriteGDT(mem Mem) error {
+	b := make([]byte, 8*len(GDT))
+	for i, d := range GDT {
 		binary.LittleEndian.PutUint64(b[i*8:], d)
 	}
-	return mem.Write(GDTAddr, b)
+	return mem.Write(layout.GDTAddr, b)
 }
 
 // identityMapSize is how much of the address space the boot page tables map:
 // all of RAM, at least the first 4 GiB (so the LAPIC and IOAPIC are reachable),
 // rounded up to whole GiB and capped at MaxIdentityMap.
-func identityMapSize(mem *Memory) uint64 {
-	top := uint64(MMIOHoleEnd)
-	for _, r := range mem.Regions {
-		top = max(top, r.GPA+r.Size)
-	}
-	top = (top + GiB - 1) &^ (GiB - 1)
-	return min(top, MaxIdentityMap)
+func identityMapSize(ramTop uint64) uint64 {
+	top := max(uint64(layout.MMIOHoleEnd), ramTop)
+	top = (top + layout.GiB - 1) &^ (layout.GiB - 1)
+	return min(top, layout.MaxIdentityMap)
 }
 
-// writePageTables builds an identity map from 2 MiB pages: PML4[0] -> PDPT,
+// WritePageTables builds an identity map from 2 MiB pages: PML4[0] -> PDPT,
 // PDPT[i] -> PD i, each PD mapping 1 GiB.
-func writePageTables(mem *Memory) error {
+// ramTop is the end of the highest RAM region.
+func WritePageTables(mem Mem, ramTop uint64) error {
 	const present, rw, ps = 1, 2, 0x80
-	gibs := identityMapSize(mem) / GiB
+	gibs := identityMapSize(ramTop) / layout.GiB
 	pml4 := make([]byte, 4096)
-	binary.LittleEndian.PutUint64(pml4, PDPTAddr|present|rw)
+	binary.LittleEndian.PutUint64(pml4, layout.PDPTAddr|present|rw)
 	pdpt := make([]byte, 4096)
 	pds := make([]byte, 4096*gibs)
 	for i := uint64(0); i < gibs; i++ {
-		binary.LittleEndian.PutUint64(pdpt[i*8:], (PDAddr+i*4096)|present|rw)
+		binary.LittleEndian.PutUint64(pdpt[i*8:], (layout.PDAddr+i*4096)|present|rw)
 		for j := uint64(0); j < 512; j++ {
 			binary.LittleEndian.PutUint64(pds[(i*512+j)*8:], (i<<30|j<<21)|present|rw|ps)
 		}
@@ -84,7 +67,7 @@ func writePageTables(mem *Memory) error {
 	for _, w := range []struct {
 		addr uint64
 		b    []byte
-	}{{PML4Addr, pml4}, {PDPTAddr, pdpt}, {PDAddr, pds}} {
+	}{{layout.PML4Addr, pml4}, {layout.PDPTAddr, pdpt}, {layout.PDAddr, pds}} {
 		if err := mem.Write(w.addr, w.b); err != nil {
 			return fmt.Errorf("write page tables: %w", err)
 		}
@@ -114,10 +97,10 @@ func mpChecksum(b []byte) byte {
 	return -s
 }
 
-// buildMPTable returns the MP floating pointer followed by the configuration
+// MPTable returns the MP floating pointer followed by the configuration
 // table for ncpus processors, as it will sit at addr. The guest starts each
 // AP itself through the in-kernel LAPIC (INIT/SIPI).
-func buildMPTable(addr uint64, ncpus int) []byte {
+func MPTable(addr uint64, ncpus int) []byte {
 	le := binary.LittleEndian
 	ioapicID := byte(ncpus)
 	var ents []byte
@@ -136,15 +119,15 @@ func buildMPTable(addr uint64, ncpus int) []byte {
 	}
 	ents = append(ents, mpEntryBus, 0, 'I', 'S', 'A', ' ', ' ', ' ')
 	ioapic := []byte{mpEntryIOAPIC, ioapicID, ioapicVersion, 1, 0, 0, 0, 0}
-	le.PutUint32(ioapic[4:], IOAPICAddr)
+	le.PutUint32(ioapic[4:], layout.IOAPICAddr)
 	ents = append(ents, ioapic...)
-	for irq := 0; irq <= MaxIRQ; irq++ {
+	for irq := 0; irq <= layout.MaxIRQ; irq++ {
 		ents = append(ents, mpEntryIOIntr, mpIntINT, 0, 0, 0, byte(irq), ioapicID, byte(irq))
 	}
 	// LAPIC LINT0 is ExtINT (the PIC), LINT1 is NMI, on every CPU (0xff).
 	ents = append(ents, mpEntryLocalIntr, mpIntExtINT, 0, 0, 0, 0, 0xff, 0)
 	ents = append(ents, mpEntryLocalIntr, mpIntNMI, 0, 0, 0, 0, 0xff, 1)
-	count := ncpus + 1 + 1 + (MaxIRQ + 1) + 2
+	count := ncpus + 1 + 1 + (layout.MaxIRQ + 1) + 2
 
 	hdr := make([]byte, 44)
 	copy(hdr, "PCMP")
@@ -153,7 +136,7 @@ func buildMPTable(addr uint64, ncpus int) []byte {
 	copy(hdr[8:], "MICROVM ")
 	copy(hdr[16:], "000000000000")
 	le.PutUint16(hdr[34:], uint16(count))
-	le.PutUint32(hdr[36:], LAPICAddr)
+	le.PutUint32(hdr[36:], layout.LAPICAddr)
 	table := append(hdr, ents...)
 	table[7] = mpChecksum(table)
 
@@ -166,5 +149,12 @@ func buildMPTable(addr uint64, ncpus int) []byte {
 	return append(fp, table...)
 }
 
-// mpTableMaxCPUs is how many processors fit in the reserved EBDA area.
-const mpTableMaxCPUs = (HighMemStart - EBDAStart - 16 - 44 - 8 - 8 - (MaxIRQ+1)*8 - 16) / 20
+// MPTableMaxCPUs is how many processors fit in the reserved EBDA area.
+const MPTableMaxCPUs = (layout.HighMemStart - layout.EBDAStart - 16 - 44 - 8 - 8 - (layout.MaxIRQ+1)*8 - 16) / 20
+
+// Mem is the guest memory the boot structures are written to; every address
+// is bounds-checked by it.
+type Mem interface {
+	Write(gpa uint64, b []byte) error
+	Slice(gpa, n uint64) ([]byte, error)
+}

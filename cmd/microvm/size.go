@@ -1,27 +1,29 @@
-package vmm
+package main
 
 import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/microvm-dev/microvm/internal/vmm/layout"
 )
 
-// ParseSize parses a memory size: a number with an optional K, M, G or T
+// parseSize parses a memory size: a number with an optional K, M, G or T
 // suffix (binary units; "MiB"/"MB" also accepted). A bare number is MiB.
-func ParseSize(s string) (uint64, error) {
+func parseSize(s string) (uint64, error) {
 	t := strings.ToUpper(strings.TrimSpace(s))
 	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
-	mult := uint64(MiB)
+	mult := uint64(layout.MiB)
 	if n := len(t); n > 0 {
 		switch t[n-1] {
 		case 'K':
-			mult, t = KiB, t[:n-1]
+			mult, t = layout.KiB, t[:n-1]
 		case 'M':
-			mult, t = MiB, t[:n-1]
+			mult, t = layout.MiB, t[:n-1]
 		case 'G':
-			mult, t = GiB, t[:n-1]
+			mult, t = layout.GiB, t[:n-1]
 		case 'T':
-			mult, t = 1024*GiB, t[:n-1]
+			mult, t = 1024*layout.GiB, t[:n-1]
 		}
 	}
 	v, err := strconv.ParseUint(t, 10, 64)

@@ -1,0 +1,291 @@
+package vmm
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/microvm-dev/microvm/devices"
+	"github.com/microvm-dev/microvm/internal/vmm/boot"
+	"github.com/microvm-dev/microvm/internal/vmm/layout"
+)
+
+// Build assembles a machine from cfg, step by step, ready to Run: every
+// input is checked before KVM is touched, each step's error says which step
+// failed, and a failed build undoes the steps before it (the teardown
+// stack, the same one Close runs), so a caller never holds half a machine.
+func Build(cfg Config) (m *Machine, err error) {
+	if cfg.Started.IsZero() {
+		cfg.Started = time.Now()
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	b := &builder{m: newMachine(cfg)}
+	defer func() {
+		b.closeInputs()
+		if err != nil {
+			b.m.Close() // the teardown stack, as far as the build got
+			m = nil
+		}
+	}()
+	for _, s := range []struct {
+		name string
+		do   func() error
+	}{
+		{"open kernel", b.openKernel},
+		{"open devices", b.openDevices},
+		{"command line", b.cmdline},
+		{"open initrd", b.openInitrd},
+		{"open KVM", b.openKVM},
+		{"create VM", b.createVM},
+		{"guest memory", b.memory},
+		{"load kernel", b.load},
+		{"legacy devices", b.legacyDevices},
+		{"virtio devices", b.attachVirtio},
+		{"vCPUs", b.vcpus},
+	} {
+		if err := s.do(); err != nil {
+			if IsInputError(err) || IsNoKVM(err) {
+				return nil, err // already says what is wrong with what
+			}
+			return nil, fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
+	b.m.timeline.Mark(PhaseKernel)
+	return b.m, nil
+}
+
+// builder holds what the steps share; the finished parts live in m.
+type builder struct {
+	m          *Machine
+	kernel     *Kernel
+	initrd     *os.File
+	initrdSize uint64
+	initrdAddr uint64
+	cmdlineStr string
+}
+
+// push adds a step to the machine's teardown stack, which Close runs newest
+// first, for a built machine or for as much of one as a failed build made.
+func (b *builder) push(f func()) { b.m.teardown = append(b.m.teardown, f) }
+
+// closeInputs releases the kernel and initrd files: once loaded, the guest
+// has its own copy.
+func (b *builder) closeInputs() {
+	if b.kernel != nil {
+		b.kernel.Close()
+		b.kernel = nil
+	}
+	if b.initrd != nil {
+		b.initrd.Close()
+		b.initrd = nil
+	}
+}
+
+func (b *builder) openKernel() (err error) {
+	b.kernel, err = OpenKernel(b.m.cfg.Kernel)
+	return err
+}
+
+func (b *builder) openDevices() error {
+	m := b.m
+	b.push(m.devices.close)
+	var err error
+	m.consoles, err = addVirtio(&m.cfg, m.devices)
+	return err
+}
+
+// cmdline is the config's command line plus the devices' part, which must
+// fit what the kernel accepts.
+func (b *builder) cmdline() error {
+	cfg := &b.m.cfg
+	s := strings.TrimSpace(cfg.Cmdline + b.m.devices.Cmdline())
+	if max := b.kernel.CmdlineMax; len(s) > max {
+		if len(cfg.Cmdline) <= max {
+			return inputErr("Cmdline", "with the devices' parameters it is %d bytes; this kernel accepts at most %d", len(s), max)
+		}
+		return inputErr("Cmdline", "is %d bytes; this kernel accepts at most %d", len(cfg.Cmdline), max)
+	}
+	b.cmdlineStr = s
+	if err := b.kernel.CheckFits(cfg.Memory); err != nil {
+		return inputErr("Memory", "%v", err)
+	}
+	return nil
+}
+
+func (b *builder) openInitrd() error {
+	cfg := &b.m.cfg
+	if cfg.Initrd == "" {
+		return nil
+	}
+	f, size, err := openInput("Initrd", cfg.Initrd)
+	if err != nil {
+		return err
+	}
+	b.initrd, b.initrdSize = f, uint64(size)
+	// Placed, and one larger than RAM refused, before it is read.
+	if b.initrdAddr, err = b.kernel.InitrdAddr(cfg.Memory, b.initrdSize); err != nil {
+		return inputErr("Initrd", "%s: %v", cfg.Initrd, err)
+	}
+	return nil
+}
+
+func (b *builder) openKVM() error {
+	m := b.m
+	k, err := OpenKVM()
+	if err != nil {
+		return err
+	}
+	m.kvm = k
+	b.push(func() { k.Close() })
+	if max := k.MaxVCPUs(); m.cfg.CPUs > max {
+		return inputErr("CPUs", "%d exceeds this host's KVM limit of %d", m.cfg.CPUs, max)
+	}
+	return nil
+}
+
+func (b *builder) createVM() error {
+	v, err := createVM(b.m.kvm)
+	if err != nil {
+		return err
+	}
+	b.m.vm = v
+	b.push(v.close)
+	return nil
+}
+
+func (b *builder) memory() error {
+	m := b.m
+	mem, err := NewMemory(m.cfg.Memory)
+	if err != nil {
+		return err
+	}
+	m.mem = mem
+	b.push(func() { mem.Close() })
+	if err := m.vm.mapMemory(mem); err != nil {
+		return err
+	}
+	m.timeline.Mark(PhaseVMReady)
+	return nil
+}
+
+// load places the kernel, initrd, command line, zero page and the boot-time
+// tables in guest memory. The kernel and initrd are read straight into guest
+// memory, never into the heap: they would count as VMM overhead.
+func (b *builder) load() error {
+	mem, k := b.m.mem, b.kernel
+	if err := k.Load(mem); err != nil {
+		return err
+	}
+	bp := k.BootParams()
+	if b.initrd != nil {
+		dst, err := mem.Slice(b.initrdAddr, b.initrdSize)
+		if err == nil {
+			_, err = b.initrd.ReadAt(dst, 0)
+		}
+		if err != nil {
+			return fmt.Errorf("initrd %s: %w", b.m.cfg.Initrd, err)
+		}
+		bp.SetRamdisk(b.initrdAddr, b.initrdSize)
+	}
+	if err := mem.Write(layout.CmdlineAddr, append([]byte(b.cmdlineStr), 0)); err != nil {
+		return fmt.Errorf("write cmdline: %w", err)
+	}
+	bp.SetCmdline(layout.CmdlineAddr)
+	bp.SetE820(boot.E820(mem.Ranges()))
+	if err := mem.Write(layout.ZeroPageAddr, bp[:]); err != nil {
+		return fmt.Errorf("write boot_params: %w", err)
+	}
+	if err := boot.WriteGDT(mem); err != nil {
+		return fmt.Errorf("write GDT: %w", err)
+	}
+	if err := boot.WritePageTables(mem, mem.Top()); err != nil {
+		return err
+	}
+	if err := mem.Write(layout.MPTableAddr, boot.MPTable(layout.MPTableAddr, b.m.cfg.CPUs)); err != nil {
+		return fmt.Errorf("write MP table: %w", err)
+	}
+	return nil
+}
+
+// legacyDevices puts COM1, the i8042 (for its reset line) and the
+// boot/debug port on the I/O bus, and the console writers in front of
+// Stdout.
+func (b *builder) legacyDevices() error {
+	m := b.m
+	out := m.cfg.Stdout
+	if out == nil {
+		out = io.Discard
+	}
+	m.out = newConsoleOut(out, m.fatal)
+	m.panics = &panicWatcher{w: m.out}
+	m.serial = devices.NewSerial(m.panics, irqLine{vm: m.vm, irq: layout.COM1IRQ})
+	m.serial.OnFirstByte = func() { m.timeline.Mark(PhaseFirstOutput) }
+	i8042 := &devices.I8042{OnReset: func() { m.guestStopped(vcpuExit{reason: ExitReset}) }}
+	debug := &devices.DebugPort{OnMilestone: m.milestone}
+	for _, d := range []struct {
+		name       string
+		base, size uint64
+		irq        uint32
+		dev        devices.Device
+	}{
+		{"com1", layout.COM1Port, layout.COM1Size, layout.COM1IRQ, m.serial},
+		{"i8042", layout.I8042Port, layout.I8042CmdPort - layout.I8042Port + 1, 0, i8042},
+		{"debug", layout.DebugPort, layout.DebugPortSize, 0, debug},
+	} {
+		if err := m.devices.AddPIO(d.name, d.base, d.size, d.irq, d.dev); err != nil {
+			return err
+		}
+	}
+	if c := m.consoles.console; c != nil {
+		c.OnFirstByte = func() { m.timeline.Mark(PhaseFirstOutput) }
+		c.Ports[0].Out = m.panics
+	}
+	if ch := m.consoles.channel; ch != nil {
+		p := ch.Ports[0]
+		w := m.cfg.Channel.Open(ChannelEnd{Port: p, Milestone: m.milestone, Logf: m.logf, Fatal: m.fatal})
+		p.Out = w
+		if c, ok := w.(io.Closer); ok {
+			m.devices.Own(c)
+		}
+	}
+	return nil
+}
+
+func (b *builder) attachVirtio() error {
+	return b.m.devices.attach(b.m.vm, b.m.mem, b.m.deviceLogf, b.m.fatal)
+}
+
+func (b *builder) vcpus() error {
+	m := b.m
+	b.push(func() {
+		for _, v := range m.vcpus {
+			v.close()
+		}
+	})
+	size, err := m.kvm.vcpuMmapSize()
+	if err != nil {
+		return fmt.Errorf("KVM_GET_VCPU_MMAP_SIZE: %w", err)
+	}
+	supported, err := m.kvm.SupportedCPUID()
+	if err != nil {
+		return err
+	}
+	tscDeadline := m.kvm.CheckExtension(capTSCDeadline) > 0
+	for i := 0; i < m.cfg.CPUs; i++ {
+		v, err := m.vm.createVCPU(i, size)
+		if err != nil {
+			return err
+		}
+		m.vcpus = append(m.vcpus, v)
+		if err := v.setupCPU(supported, m.cfg.CPUs, tscDeadline); err != nil {
+			return err
+		}
+	}
+	// Only the BSP gets boot state; APs wait in the in-kernel LAPIC for the
+	// guest's INIT/SIPI.
+	return m.vcpus[0].setupBoot(b.kernel.Entry)
+}
