@@ -110,16 +110,10 @@ func (c *Console) Run(ctx context.Context, qs *Queues) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s := &conState{ctx: ctx, c: c, qs: qs, used: make([]bool, len(qs.Q)), left: make([]int, len(qs.Q))}
-	for _, p := range c.Ports {
-		p.mu.Lock()
-		p.open = false
-		p.mu.Unlock()
-	}
-	if !c.multiport {
-		// Without MULTIPORT the port is open from the start (spec 5.3.6).
-		c.Ports[0].mu.Lock()
-		c.Ports[0].open = true
-		c.Ports[0].mu.Unlock()
+	for i, p := range c.Ports {
+		// Without MULTIPORT the port is open from the start (spec 5.3.6);
+		// with it, the driver opens ports through the control queue.
+		p.setOpen(i == 0 && !c.multiport)
 	}
 	// One wake-up channel for every queue and port, merged so that a
 	// single goroutine owns all queues.

@@ -107,10 +107,7 @@ func (s *conState) handle(m ControlMsg) {
 		send(m.ID, conPortOpen, 1, "")
 	case conPortOpen:
 		if m.ID < uint32(len(s.c.Ports)) {
-			p := s.c.Ports[m.ID]
-			p.mu.Lock()
-			p.open = m.Value == 1
-			p.mu.Unlock()
+			s.c.Ports[m.ID].setOpen(m.Value == 1)
 		}
 	}
 }

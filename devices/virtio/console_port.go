@@ -75,6 +75,13 @@ func (p *Port) GuestOpen() bool {
 	return p.open
 }
 
+// setOpen records whether the guest has the port open.
+func (p *Port) setOpen(open bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.open = open
+}
+
 // take moves up to the writable length of bufs from in into bufs.
 func (p *Port) take(bufs [][]byte) int {
 	p.mu.Lock()
