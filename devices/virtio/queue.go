@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"iter"
 	"sync/atomic"
 	"unsafe"
 )
@@ -244,19 +245,37 @@ func (q *Queue) Push(head uint16, written uint32) {
 	atomic.StoreUint32((*uint32)(unsafe.Pointer(&q.used[0])), uint32(q.usedIdx)<<16|q.noNotify)
 }
 
+// spans yields the views of bufs that cover bytes [off, off+n), in order:
+// the walk over a chain's buffers that gather, scatter and sub share.
+func spans(bufs [][]byte, off, n int) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		off, n := off, n
+		for _, b := range bufs {
+			if n == 0 {
+				return
+			}
+			if off >= len(b) {
+				off -= len(b)
+				continue
+			}
+			b = b[off:]
+			off = 0
+			if len(b) > n {
+				b = b[:n]
+			}
+			n -= len(b)
+			if !yield(b) {
+				return
+			}
+		}
+	}
+}
+
 // gather copies up to len(dst) bytes from bufs starting at byte offset off.
 func gather(dst []byte, bufs [][]byte, off int) int {
 	n := 0
-	for _, b := range bufs {
-		if off >= len(b) {
-			off -= len(b)
-			continue
-		}
-		n += copy(dst[n:], b[off:])
-		off = 0
-		if n == len(dst) {
-			break
-		}
+	for b := range spans(bufs, off, len(dst)) {
+		n += copy(dst[n:], b)
 	}
 	return n
 }
@@ -265,16 +284,8 @@ func gather(dst []byte, bufs [][]byte, off int) int {
 // number of bytes copied.
 func scatter(bufs [][]byte, off int, src []byte) int {
 	n := 0
-	for _, b := range bufs {
-		if off >= len(b) {
-			off -= len(b)
-			continue
-		}
-		n += copy(b[off:], src[n:])
-		off = 0
-		if n == len(src) {
-			break
-		}
+	for b := range spans(bufs, off, len(src)) {
+		n += copy(b, src[n:])
 	}
 	return n
 }
@@ -282,21 +293,8 @@ func scatter(bufs [][]byte, off int, src []byte) int {
 // sub returns the views of bufs covering bytes [off, off+n).
 func sub(bufs [][]byte, off, n int) [][]byte {
 	var out [][]byte
-	for _, b := range bufs {
-		if n == 0 {
-			break
-		}
-		if off >= len(b) {
-			off -= len(b)
-			continue
-		}
-		b = b[off:]
-		off = 0
-		if len(b) > n {
-			b = b[:n]
-		}
+	for b := range spans(bufs, off, n) {
 		out = append(out, b)
-		n -= len(b)
 	}
 	return out
 }

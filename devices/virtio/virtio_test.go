@@ -220,6 +220,18 @@ func setupQueue0(tr *MMIO) {
 	set32(tr, regQueueReady, 1)
 }
 
+// request has the driver offer one chain on queue 0 at the test layout, a
+// writable buffer of n bytes at tData, and waits for the device to return
+// it through the used ring.
+func request(t *testing.T, tr *MMIO, r ram, n uint32, what string) {
+	t.Helper()
+	want := usedIdx(r, tUsed) + 1
+	putDescs(r, tDesc, []desc{{tData, n, descFWrite, 0}})
+	offer(r, 0)
+	tr.Notify(0)
+	waitFor(t, what, func() bool { return usedIdx(r, tUsed) == want })
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); !cond(); {
@@ -257,10 +269,7 @@ func TestTransport(t *testing.T) {
 	}
 
 	// A good request is served through the notify path.
-	putDescs(r, tDesc, []desc{{tData, 64, descFWrite, 0}})
-	offer(r, 0)
-	tr.Notify(0)
-	waitFor(t, "the used ring", func() bool { return usedIdx(r, tUsed) == 1 })
+	request(t, tr, r, 64, "the used ring")
 	if n := binary.LittleEndian.Uint32(r[tUsed+8:]); n != 64 {
 		t.Errorf("used length %d, want 64", n)
 	}
@@ -291,10 +300,7 @@ func TestTransport(t *testing.T) {
 	if !driverInit(tr, FeatureVersion1) {
 		t.Fatal("re-initialization failed")
 	}
-	putDescs(r, tDesc, []desc{{tData, 8, descFWrite, 0}})
-	offer(r, 0)
-	tr.Notify(0)
-	waitFor(t, "service after reset", func() bool { return usedIdx(r, tUsed) == 1 })
+	request(t, tr, r, 8, "service after reset")
 }
 
 // errFile fails every operation with err.
@@ -605,10 +611,7 @@ func TestTransportStatusMachine(t *testing.T) {
 			}
 			if c.running == 1 {
 				// The device serves requests on the geometry it was started with.
-				putDescs(r, tDesc, []desc{{tData, 64, descFWrite, 0}})
-				offer(r, 0)
-				tr.Notify(0)
-				waitFor(t, "the used ring", func() bool { return usedIdx(r, tUsed) == 1 })
+				request(t, tr, r, 64, "the used ring")
 			}
 		})
 	}
