@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -154,18 +153,14 @@ func (p *ptyProc) wait(t *testing.T, limit time.Duration) int {
 	go func() { done <- p.cmd.Wait() }()
 	select {
 	case err := <-done:
-		var ee *exec.ExitError
-		switch {
-		case err == nil:
-			return 0
-		case errors.As(err, &ee):
-			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				t.Fatalf("microvm was killed by %v instead of exiting 128+N; output:\n%s", ws.Signal(), p.output())
-			}
-			return ee.ExitCode()
-		default:
+		code, err := exitCode(err)
+		if err != nil {
 			t.Fatalf("wait: %v", err)
 		}
+		if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			t.Fatalf("microvm was killed by %v instead of exiting 128+N; output:\n%s", ws.Signal(), p.output())
+		}
+		return code
 	case <-time.After(limit):
 		t.Fatalf("microvm did not exit within %v of the signal; output:\n%s", limit, p.output())
 	}
