@@ -27,6 +27,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/microvm-dev/microvm/internal/testimg"
 )
 
 // Config describes one L1 run.
@@ -339,7 +341,7 @@ func writeInitramfs(dst string, cfg *Config, l1init string) error {
 		return err
 	}
 	bw := bufio.NewWriterSize(f, 1<<20)
-	c := newCPIOWriter(bw)
+	c := testimg.NewCPIO(bw)
 	for _, d := range []string{"dev", "proc", "sys", "tmp", "root", "etc"} {
 		c.Dir(d, 0o755)
 	}
@@ -354,7 +356,7 @@ func writeInitramfs(dst string, cfg *Config, l1init string) error {
 	}
 	sort.Strings(dests)
 	for _, d := range dests {
-		if cpioName(d) == "init" || cpioName(d) == "l1config.json" {
+		if n := testimg.CPIOName(d); n == "init" || n == "l1config.json" {
 			f.Close()
 			return fmt.Errorf("%s is reserved", d)
 		}

@@ -7,149 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/microvm-dev/microvm/internal/testimg"
 )
-
-type cpioEntry struct {
-	name        string
-	mode        uint32
-	rmaj, rmin  uint32
-	data        []byte
-	ino, nlinks uint32
-}
-
-// readCPIO parses a newc archive strictly, up to and including the trailer.
-func readCPIO(t *testing.T, b []byte) []cpioEntry {
-	t.Helper()
-	var out []cpioEntry
-	off := 0
-	field := func(i int) uint32 {
-		v, err := strconv.ParseUint(string(b[off+6+8*i:off+14+8*i]), 16, 32)
-		if err != nil {
-			t.Fatalf("offset %d field %d: %v", off, i, err)
-		}
-		return uint32(v)
-	}
-	align := func(n int) int { return (n + 3) &^ 3 }
-	for {
-		if off%4 != 0 {
-			t.Fatalf("header at unaligned offset %d", off)
-		}
-		if off+110 > len(b) || string(b[off:off+6]) != "070701" {
-			t.Fatalf("bad header at offset %d", off)
-		}
-		e := cpioEntry{ino: field(0), mode: field(1), nlinks: field(4), rmaj: field(9), rmin: field(10)}
-		size, namesize := int(field(6)), int(field(11))
-		name := b[off+110 : off+110+namesize]
-		if name[len(name)-1] != 0 {
-			t.Fatalf("name at offset %d not NUL-terminated", off)
-		}
-		e.name = string(name[:len(name)-1])
-		dataOff := align(off + 110 + namesize)
-		e.data = b[dataOff : dataOff+size]
-		off = align(dataOff + size)
-		if e.name == "TRAILER!!!" {
-			if off != len(b) {
-				t.Fatalf("%d bytes after trailer", len(b)-off)
-			}
-			return out
-		}
-		out = append(out, e)
-	}
-}
-
-func TestCPIOWriter(t *testing.T) {
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "exe"), []byte("#!/bin/sh\n"), 0o700)
-	os.MkdirAll(filepath.Join(dir, "tree", "sub"), 0o755)
-	os.WriteFile(filepath.Join(dir, "tree", "a.txt"), []byte("a"), 0o600)
-	os.WriteFile(filepath.Join(dir, "tree", "sub", "b.elf"), []byte("bbbbb"), 0o755)
-
-	var buf bytes.Buffer
-	c := newCPIOWriter(&buf)
-	c.CharDev("/dev/console", 0o600, 5, 1)
-	c.Bytes("/etc/x/y.json", 0o644, []byte("{}\n"))
-	c.HostFile("/usr/bin/exe", filepath.Join(dir, "exe"))
-	c.HostFile("/data", filepath.Join(dir, "tree"))
-	c.Dir("/usr", 0o755) // already there: no second entry
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	ents := readCPIO(t, buf.Bytes())
-
-	type want struct {
-		mode uint32
-		data string
-	}
-	wants := map[string]want{
-		"dev":            {modeDir | 0o755, ""},
-		"dev/console":    {modeChr | 0o600, ""},
-		"etc":            {modeDir | 0o755, ""},
-		"etc/x":          {modeDir | 0o755, ""},
-		"etc/x/y.json":   {modeReg | 0o644, "{}\n"},
-		"usr":            {modeDir | 0o755, ""},
-		"usr/bin":        {modeDir | 0o755, ""},
-		"usr/bin/exe":    {modeReg | 0o755, "#!/bin/sh\n"},
-		"data":           {modeDir | 0o755, ""},
-		"data/a.txt":     {modeReg | 0o644, "a"},
-		"data/sub":       {modeDir | 0o755, ""},
-		"data/sub/b.elf": {modeReg | 0o755, "bbbbb"},
-	}
-	seen := map[string]bool{}
-	inos := map[uint32]bool{}
-	for _, e := range ents {
-		if seen[e.name] {
-			t.Errorf("%s appears twice", e.name)
-		}
-		seen[e.name] = true
-		if inos[e.ino] {
-			t.Errorf("%s reuses inode %d", e.name, e.ino)
-		}
-		inos[e.ino] = true
-		w, ok := wants[e.name]
-		if !ok {
-			t.Errorf("unexpected entry %q", e.name)
-			continue
-		}
-		if e.mode != w.mode {
-			t.Errorf("%s: mode %o, want %o", e.name, e.mode, w.mode)
-		}
-		if string(e.data) != w.data {
-			t.Errorf("%s: data %q, want %q", e.name, e.data, w.data)
-		}
-		// Parents come before children, as the kernel needs.
-		if i := strings.LastIndex(e.name, "/"); i > 0 && !seen[e.name[:i]] {
-			t.Errorf("%s comes before its directory", e.name)
-		}
-	}
-	for n := range wants {
-		if !seen[n] {
-			t.Errorf("missing %s", n)
-		}
-	}
-	for _, e := range ents {
-		if e.name == "dev/console" && (e.rmaj != 5 || e.rmin != 1) {
-			t.Errorf("dev/console is %d:%d, want 5:1", e.rmaj, e.rmin)
-		}
-	}
-
-	// Cross-check with the system cpio where there is one.
-	if _, err := exec.LookPath("cpio"); err == nil {
-		cmd := exec.Command("cpio", "-it", "--quiet")
-		cmd.Stdin = bytes.NewReader(buf.Bytes())
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("cpio -it: %v: %s", err, out)
-		}
-		got := strings.Fields(string(out))
-		if len(got) != len(wants) {
-			t.Errorf("cpio -it lists %d entries, want %d: %q", len(got), len(wants), got)
-		}
-	}
-}
 
 func TestWriteInitramfs(t *testing.T) {
 	dir := t.TempDir()
@@ -169,17 +32,21 @@ func TestWriteInitramfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(dst)
-	got := map[string]cpioEntry{}
-	for _, e := range readCPIO(t, b) {
-		got[e.name] = e
+	ents, err := testimg.ReadCPIO(b)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if e := got["init"]; string(e.data) != "init" || e.mode != modeReg|0o755 {
+	got := map[string]testimg.CPIOEntry{}
+	for _, e := range ents {
+		got[e.Name] = e
+	}
+	if e := got["init"]; string(e.Data) != "init" || e.Mode != testimg.ModeReg|0o755 {
 		t.Errorf("init: %+v", e)
 	}
-	if e := got["bin/payload"]; string(e.data) != "payload" {
+	if e := got["bin/payload"]; string(e.Data) != "payload" {
 		t.Errorf("bin/payload: %+v", e)
 	}
-	js := string(got["l1config.json"].data)
+	js := string(got["l1config.json"].Data)
 	for _, s := range []string{`"init": "/bin/payload"`, `"-v"`, `"timeout_ms": 48000`, `"require_kvm": true`} {
 		if !strings.Contains(js, s) {
 			t.Errorf("l1config.json lacks %s:\n%s", s, js)
