@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/microvm-dev/microvm/internal/testimg"
+	"github.com/microvm-dev/microvm/tests/nested/l1proto"
 )
 
 // Config describes one L1 run.
@@ -121,31 +122,11 @@ func (e *Error) Error() string {
 	return "nested: " + e.Reason + "; last console lines:\n\t" + strings.Join(e.Tail, "\n\t")
 }
 
-// l1Config is the JSON file /l1config.json that l1init reads.
-type l1Config struct {
-	Init       string   `json:"init"`
-	Args       []string `json:"args,omitempty"`
-	Env        []string `json:"env,omitempty"`
-	Dir        string   `json:"dir,omitempty"`
-	TimeoutMS  int64    `json:"timeout_ms,omitempty"`
-	RequireKVM bool     `json:"require_kvm"`
-	// HeartbeatMS is read by l1init (heartbeat.go there).
-	HeartbeatMS int64 `json:"heartbeat_ms,omitempty"`
-}
-
-// Markers printed by l1init.
-const (
-	markerStart      = "@@L1 start"
-	markerKVMMissing = "@@L1 kvm missing"
-	markerExit       = "@@L1-EXIT"
-	markerHeartbeat  = "@@L1-HB"
-)
-
 // ExitKVMMissing is the code l1init reports when /dev/kvm is missing and
 // AllowNoKVM is false.
-const ExitKVMMissing = 125
+const ExitKVMMissing = l1proto.ExitKVMMissing
 
-var exitRE = regexp.MustCompile(`@@L1-EXIT (-?[0-9]+)`)
+var exitRE = regexp.MustCompile(regexp.QuoteMeta(l1proto.Exit) + ` (-?[0-9]+)`)
 
 // ParseExit returns the payload exit code from the last "@@L1-EXIT <n>"
 // marker in out, and whether there was one.
@@ -321,7 +302,7 @@ func isDir(p string) bool  { fi, err := os.Stat(p); return err == nil && fi.IsDi
 func isFile(p string) bool { fi, err := os.Stat(p); return err == nil && fi.Mode().IsRegular() }
 
 func writeInitramfs(dst string, cfg *Config, l1init string) error {
-	lc := l1Config{
+	lc := l1proto.Config{
 		Init:       cfg.Init,
 		Args:       cfg.Args,
 		Env:        cfg.Env,
@@ -349,14 +330,14 @@ func writeInitramfs(dst string, cfg *Config, l1init string) error {
 	// which is before l1init can mount devtmpfs.
 	c.CharDev("dev/console", 0o600, 5, 1)
 	c.HostFile("init", l1init)
-	c.Bytes("l1config.json", 0o644, append(js, '\n'))
+	c.Bytes(l1proto.ConfigPath, 0o644, append(js, '\n'))
 	dests := make([]string, 0, len(cfg.Files))
 	for d := range cfg.Files {
 		dests = append(dests, d)
 	}
 	sort.Strings(dests)
 	for _, d := range dests {
-		if n := testimg.CPIOName(d); n == "init" || n == "l1config.json" {
+		if n := testimg.CPIOName(d); n == "init" || n == testimg.CPIOName(l1proto.ConfigPath) {
 			f.Close()
 			return fmt.Errorf("%s is reserved", d)
 		}
@@ -399,11 +380,11 @@ func (c *console) Write(p []byte) (int, error) {
 			c.line = append(c.line, b)
 			continue
 		}
-		if bytes.Contains(c.line, []byte(markerStart)) {
+		if bytes.Contains(c.line, []byte(l1proto.Start)) {
 			c.started = true
 			c.alive = time.Now()
 		}
-		if i := bytes.Index(c.line, []byte(markerHeartbeat)); i >= 0 {
+		if i := bytes.Index(c.line, []byte(l1proto.Heartbeat)); i >= 0 {
 			c.alive = time.Now()
 			c.heartbeat = strings.TrimSpace(string(c.line[i:]))
 		}
@@ -622,7 +603,7 @@ loop:
 	code, ok := ParseExit(res.Output)
 	if ok && reason == "" {
 		res.ExitCode = code
-		if code == ExitKVMMissing && !cfg.AllowNoKVM && bytes.Contains(res.Output, []byte(markerKVMMissing)) {
+		if code == ExitKVMMissing && !cfg.AllowNoKVM && bytes.Contains(res.Output, []byte(l1proto.KVMMissing)) {
 			return res, &Error{Reason: "L1 has no /dev/kvm (is KVM_AMD built into the L1 kernel?)", Tail: tail(res.Output, 20)}
 		}
 		return res, nil
