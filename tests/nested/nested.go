@@ -4,10 +4,10 @@
 // paravirtual one.
 //
 // The L1 boots from an initramfs that Run writes: /init is the static Go
-// program in ./l1init, which reads /l1config.json (package l1proto holds that
-// contract), runs the payload with its
+// program in ./l1init, which reads /l1config.json, runs the payload with its
 // output on the serial console, prints "@@L1-EXIT <code>" and reboots; QEMU
-// runs with -no-reboot, so it exits then.
+// runs with -no-reboot, so it exits then. Package l1proto holds that
+// contract.
 package nested
 
 import (
