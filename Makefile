@@ -2,7 +2,7 @@
 # so a fresh Debian machine needs only `make run-demo` and `make test`.
 
 GO        ?= go
-CACHE     ?= $(or $(MICROVM_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/microvm)
+CACHE     ?= $(shell ./scripts/lib.sh cache-dir)
 BIN       := bin/microvm
 export MICROVM_CACHE := $(CACHE)
 

@@ -32,8 +32,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 GO=${GO:-go}
-CACHE=${MICROVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/microvm}
-export MICROVM_CACHE=$CACHE
+source "$ROOT/scripts/lib.sh"
 GOKVM_MODULE=github.com/bobuhiro11/gokvm
 GOKVM_VERSION=v0.0.8-0.20231003020000-f53faca69d28
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -59,12 +58,8 @@ command -v gcc >/dev/null || missing+=(gcc)
 [[ -e /usr/lib/x86_64-linux-gnu/libc.a ]] || missing+=(libc6-dev)
 [[ " $PEERS " != *" qemu "* && $KVM_MODE == direct ]] || command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 if ((${#missing[@]})); then
-	sudo=()
-	[[ $(id -u) == 0 ]] || sudo=(sudo)
 	log "installing ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	"${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
-		{ "${sudo[@]}" apt-get update >/dev/null && "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
+	apt_install "${missing[@]}"
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/microvm-bench.XXXXXX")

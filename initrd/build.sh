@@ -2,7 +2,8 @@
 # Builds the guest initramfs: u-root (busybox mode) + the microvm guest agent
 # as /bin/uinit, written to $CACHE/initrd.cpio (uncompressed newc cpio).
 #
-#   CACHE=${MICROVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/microvm}
+#   CACHE is scripts/lib.sh's: $MICROVM_CACHE, else $XDG_CACHE_HOME/microvm,
+#   else ~/.cache/microvm.
 #
 # The build is skipped when its inputs are unchanged (key = sha256 over go.mod,
 # go.sum, this script, initrd/tools.go, the agent and agentproto sources and
@@ -14,7 +15,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-CACHE=${MICROVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/microvm}
+source scripts/lib.sh
 OUT=$CACHE/initrd.cpio
 KEYFILE=$OUT.key
 LOG=$CACHE/initrd.log

@@ -4,8 +4,8 @@
 #
 #   kernel/microvm.config   config fragment applied on top of `make tinyconfig`
 #
-# Outputs (CACHE = $MICROVM_CACHE, else $XDG_CACHE_HOME/microvm, else
-# ~/.cache/microvm):
+# Outputs (CACHE = scripts/lib.sh's: $MICROVM_CACHE, else
+# $XDG_CACHE_HOME/microvm, else ~/.cache/microvm):
 #   $CACHE/kernel/<key12>/{bzImage,vmlinux,release,config,build.log}
 #   $CACHE/bzImage, $CACHE/vmlinux, $CACHE/kernel.release, $CACHE/kernel.config
 #     symlinks to the above, swapped atomically.
@@ -27,7 +27,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 FRAGMENT=$HERE/microvm.config
-CACHE=${MICROVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/microvm}
+source "$HERE/../scripts/lib.sh"
 DEB_PKG=linux-source-6.12
 # Bump when the recipe below changes in a way that changes the outputs.
 RECIPE=microvm-kernel-recipe-1
@@ -51,11 +51,6 @@ fmt_secs() { local s=$1; if ((s >= 60)); then printf '%dm%02ds' $((s / 60)) $((s
 
 [[ -f $FRAGMENT ]] || die "missing $FRAGMENT"
 [[ $(uname -m) == x86_64 ]] || die "only x86_64 build hosts are supported (this is $(uname -m))"
-
-SUDO=
-if ((EUID != 0)); then
-	if command -v sudo >/dev/null; then SUDO=sudo; fi
-fi
 
 # ---------------------------------------------------------------- source
 # Sets SRC_KIND (tree|tarball|debian), SRC_VERSION (goes into the cache key),
@@ -108,7 +103,7 @@ resolve_source() {
 		DEB_VERSION=$(deb_candidate)
 		if [[ -z $DEB_VERSION || $DEB_VERSION == "(none)" ]]; then
 			say "no $DEB_PKG candidate in the apt lists; running apt-get update"
-			$SUDO apt-get update -q >/dev/null || die "apt-get update failed"
+			as_root apt-get update -q >/dev/null || die "apt-get update failed"
 			DEB_VERSION=$(deb_candidate)
 		fi
 		[[ -n $DEB_VERSION && $DEB_VERSION != "(none)" ]] ||
@@ -177,11 +172,7 @@ ensure_build_deps() {
 	((${#missing[@]} == 0)) && return
 	say "missing build dependencies (${missing[*]}); installing them with apt-get"
 	local pkgs=(build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils)
-	if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null; then
-		$SUDO apt-get update -q >/dev/null
-		DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null ||
-			die "could not install build dependencies: ${pkgs[*]}"
-	fi
+	apt_install "${pkgs[@]}" || die "could not install build dependencies: ${pkgs[*]}"
 }
 ensure_build_deps
 
@@ -196,7 +187,7 @@ fetch_deb() { # $1 = version; leaves the tarball path in TARBALL
 	chmod 777 "$DL" # apt-get download drops privileges to _apt
 	if ! (cd "$DL" && apt-get download -q "$DEB_PKG=$ver" >/dev/null 2>&1); then
 		say "apt-get download $DEB_PKG=$ver failed; running apt-get update and retrying"
-		$SUDO apt-get update -q >/dev/null || die "apt-get update failed"
+		as_root apt-get update -q >/dev/null || die "apt-get update failed"
 		(cd "$DL" && apt-get download -q "$DEB_PKG=$ver" >/dev/null) || return 1
 	fi
 	local deb

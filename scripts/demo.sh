@@ -6,8 +6,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 GO=${GO:-go}
-CACHE=${MICROVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/microvm}
-export MICROVM_CACHE=$CACHE
+source scripts/lib.sh
 source scripts/kvm-mode.sh
 echo "demo: $KVM_MODE ($KVM_MODE_REASON)"
 
@@ -18,8 +17,7 @@ fi
 
 command -v qemu-system-x86_64 >/dev/null || {
 	echo "demo: installing qemu-system-x86 for the nested harness" >&2
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends qemu-system-x86 >/dev/null ||
-		{ apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends qemu-system-x86 >/dev/null; }
+	apt_install qemu-system-x86
 }
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

@@ -14,7 +14,7 @@
 # one-line sources), with the backports suite; apt's state for it lives in
 # the cache, so the system's apt configuration is not touched.
 set -euo pipefail
-CACHE=${MICROVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/microvm}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 dir=$CACHE/l1-qemu
 wrapper=$dir/qemu-system-x86_64
 if [[ -x $wrapper && -x $dir/root/usr/bin/qemu-system-x86_64 ]]; then

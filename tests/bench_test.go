@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -10,16 +9,6 @@ import (
 // initrd and checks that the summary has every boot phase, in order, with
 // sane numbers. Speed targets live in the benchmark, not here.
 func TestLinuxBench(t *testing.T) {
-	kernel, initrd := linuxArtifacts(t)
-	r := runMicrovm(t, 2*linuxLimit, "bench", "--runs", "2", "--json",
-		"--kernel", kernel, "--initrd", initrd, "--timeout", "2m")
-	t.Logf("exit %d in %v\nstdout:\n%s\nstderr:\n%s", r.code, r.elapsed, r.stdout, r.stderr)
-	if r.code != 0 {
-		t.Fatalf("exit code %d", r.code)
-	}
-	if !strings.Contains(r.stderr, "boot 2/2") {
-		t.Errorf("no progress line for boot 2/2 on stderr")
-	}
 	type stat struct {
 		Name             string
 		N                int
@@ -32,8 +21,9 @@ func TestLinuxBench(t *testing.T) {
 		GuestTouched stat   `json:"guest_touched_mib"`
 		Overhead     stat   `json:"vmm_overhead_mib"`
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
-		t.Fatalf("bench --json output %q: %v", r.stdout, err)
+	r := linuxJSON(t, 2*linuxLimit, &s, "bench", "--runs", "2", "--timeout", "2m")
+	if !strings.Contains(r.stderr, "boot 2/2") {
+		t.Errorf("no progress line for boot 2/2 on stderr")
 	}
 	if s.Runs != 2 {
 		t.Errorf("runs = %d, want 2", s.Runs)

@@ -12,11 +12,6 @@ import (
 // container engine, so the container column must say so and stay empty.
 func TestLinuxCompareJSON(t *testing.T) {
 	kernel, initrd := linuxArtifacts(t)
-	r := runMicrovm(t, linuxLimit, "compare", "--kernel", kernel, "--initrd", initrd, "--memory", "128M", "--json")
-	t.Logf("exit %d in %v\n%s%s", r.code, r.elapsed, r.stdout, r.stderr)
-	if r.code != 0 {
-		t.Fatalf("exit code %d", r.code)
-	}
 	var out struct {
 		VM struct {
 			StartToInitMS   float64 `json:"start_to_init_ms"`
@@ -37,9 +32,7 @@ func TestLinuxCompareJSON(t *testing.T) {
 		Container *json.RawMessage `json:"container"`
 		Note      string           `json:"container_note"`
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
-		t.Fatalf("compare --json: %v", err)
-	}
+	linuxJSON(t, linuxLimit, &out, "compare", "--memory", "128M")
 	v := out.VM
 	ks, _ := os.Stat(kernel)
 	is, _ := os.Stat(initrd)
@@ -70,9 +63,7 @@ func TestLinuxCompareJSON(t *testing.T) {
 // TestLinuxCompareTable: the table form, as a person sees it (a test of its
 // own: the nested harness gives each Linux test a fresh L1).
 func TestLinuxCompareTable(t *testing.T) {
-	kernel, initrd := linuxArtifacts(t)
-	r := runMicrovm(t, linuxLimit, "compare", "--kernel", kernel, "--initrd", initrd, "--memory", "128M")
-	t.Logf("table: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	r := linuxCmd(t, linuxLimit, "compare", "--memory", "128M")
 	for _, row := range []string{"start time to init", "on-disk size", "VMM overhead RSS", "guests of 128 MiB in free memory", "isolation", "can run a different kernel"} {
 		if !strings.Contains(r.stdout, row) {
 			t.Errorf("table lacks row %q", row)

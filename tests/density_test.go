@@ -2,7 +2,6 @@ package tests
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os/exec"
 	"sort"
@@ -51,14 +50,7 @@ func TestLinuxDensity(t *testing.T) {
 			t0 := time.Now()
 			out, err := cmd.CombinedOutput()
 			o := outcome{elapsed: time.Since(t0), out: string(out)}
-			var ee *exec.ExitError
-			switch {
-			case err == nil:
-			case errors.As(err, &ee):
-				o.code = ee.ExitCode()
-			default:
-				o.err = err
-			}
+			o.code, o.err = exitCode(err)
 			if cmd.ProcessState != nil {
 				if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 					o.maxRSS = ru.Maxrss

@@ -88,20 +88,30 @@ func runMicrovm(t *testing.T, limit time.Duration, args ...string) result {
 	cmd.Stdout, cmd.Stderr = &so, &se
 	cmd.Stdin = nil
 	start := time.Now()
-	err := cmd.Run()
-	r := result{stdout: so.String(), stderr: se.String(), elapsed: time.Since(start)}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	default:
+	code, err := exitCode(cmd.Run())
+	r := result{stdout: so.String(), stderr: se.String(), code: code, elapsed: time.Since(start)}
+	if err != nil {
 		t.Fatalf("run microvm %v: %v", args, err)
 	}
 	if ctx.Err() != nil {
 		t.Fatalf("microvm %v did not exit within %v\nstdout:\n%s\nstderr:\n%s", args, limit, r.stdout, r.stderr)
 	}
 	return r
+}
+
+// exitCode is a finished command's exit code, from the error its Run or
+// Wait returned: 0 for nil, the status of an *exec.ExitError (-1 if a
+// signal killed it: its ProcessState says which). Any other error means the
+// command did not run to its end, and is returned.
+func exitCode(err error) (int, error) {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &ee):
+		return ee.ExitCode(), nil
+	}
+	return -1, err
 }
 
 // envInt reads a positive whole number from the environment, def if unset.

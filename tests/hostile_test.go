@@ -144,16 +144,21 @@ func TestHostileStalledStdout(t *testing.T) {
 			pw.Close()
 			done := make(chan error, 1)
 			go func() { done <- cmd.Wait() }()
+			var werr error
 			select {
-			case <-done:
+			case werr = <-done:
 			case <-time.After(timeout + 30*time.Second):
 				cmd.Process.Kill()
 				<-done
 				t.Fatalf("still running %v after --timeout %v", time.Since(start), timeout)
 			}
 			elapsed := time.Since(start)
-			t.Logf("exit %d after %v; stderr:\n%s", cmd.ProcessState.ExitCode(), elapsed, stderr.String())
-			if code := cmd.ProcessState.ExitCode(); code != 124 {
+			code, err := exitCode(werr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("exit %d after %v; stderr:\n%s", code, elapsed, stderr.String())
+			if code != 124 {
 				t.Errorf("exit code %d, want 124", code)
 			}
 			if elapsed > timeout+time.Second {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/microvm-dev/microvm/internal/testimg"
 )
 
 // TestLinuxGoTestInGuest is the CI recipe of docs/github-actions.md: a
@@ -29,7 +31,11 @@ func TestLinuxGoTestInGuest(t *testing.T) {
 		t.Fatal(err)
 	}
 	var extra bytes.Buffer
-	writeNewc(&extra, []newcEntry{{name: "t", mode: syscall.S_IFDIR | 0o755}, {name: "t/tests.test", mode: syscall.S_IFREG | 0o755, data: exe}})
+	c := testimg.NewCPIO(&extra)
+	c.Bytes("t/tests.test", 0o755, exe)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
 	ci := filepath.Join(t.TempDir(), "ci.cpio")
 	if err := os.WriteFile(ci, append(base, extra.Bytes()...), 0o644); err != nil {
 		t.Fatal(err)
@@ -61,33 +67,4 @@ func TestInGuest(t *testing.T) {
 		rel = append(rel, byte(c))
 	}
 	fmt.Printf("in-guest kernel %s\n", rel)
-}
-
-type newcEntry struct {
-	name string
-	mode uint32
-	data []byte
-}
-
-// writeNewc writes a "newc" cpio archive (the initramfs format, see
-// Documentation/driver-api/early-userspace/buffer-format.rst).
-func writeNewc(w *bytes.Buffer, entries []newcEntry) {
-	pad := func() {
-		for w.Len()%4 != 0 {
-			w.WriteByte(0)
-		}
-	}
-	hdr := func(ino int, name string, mode uint32, size int) {
-		fmt.Fprintf(w, "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
-			ino, mode, 0, 0, 1, 0, size, 0, 0, 0, 0, len(name)+1, 0)
-		w.WriteString(name)
-		w.WriteByte(0)
-		pad()
-	}
-	for i, e := range entries {
-		hdr(i+1, e.name, e.mode, len(e.data))
-		w.Write(e.data)
-		pad()
-	}
-	hdr(0, "TRAILER!!!", 0, 0)
 }

@@ -24,30 +24,44 @@ func linuxArtifacts(t *testing.T) (kernel, initrd string) {
 	return kernel, initrd
 }
 
-func microvmRun(t *testing.T, flags []string, argv ...string) result {
+// linuxCmd runs `microvm SUB --kernel K --initrd I ARGS...` on the built
+// kernel and initrd within limit, and logs the outcome.
+func linuxCmd(t *testing.T, limit time.Duration, sub string, args ...string) result {
 	t.Helper()
 	kernel, initrd := linuxArtifacts(t)
-	args := append([]string{"run", "--kernel", kernel, "--initrd", initrd, "--timeout", "2m"}, flags...)
-	args = append(append(args, "--"), argv...)
-	r := runMicrovm(t, linuxLimit, args...)
+	args = append([]string{sub, "--kernel", kernel, "--initrd", initrd}, args...)
+	r := runMicrovm(t, limit, args...)
 	t.Logf("microvm %s: exit %d in %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, r.elapsed, r.stdout, r.stderr)
 	return r
 }
 
-func TestLinuxUname(t *testing.T) {
-	kernel, initrd := linuxArtifacts(t)
-	r := runMicrovm(t, linuxLimit, "uname", "--kernel", kernel, "--initrd", initrd, "--json", "--timeout", "2m")
-	t.Logf("exit %d in %v\nstdout:\n%s\nstderr:\n%s", r.code, r.elapsed, r.stdout, r.stderr)
+// linuxJSON is linuxCmd with --json: SUB must exit 0, and its stdout is
+// decoded into v.
+func linuxJSON(t *testing.T, limit time.Duration, v any, sub string, args ...string) result {
+	t.Helper()
+	r := linuxCmd(t, limit, sub, append(args, "--json")...)
 	if r.code != 0 {
 		t.Fatalf("exit code %d", r.code)
 	}
+	if err := json.Unmarshal([]byte(r.stdout), v); err != nil {
+		t.Fatalf("%s --json output %q: %v", sub, r.stdout, err)
+	}
+	return r
+}
+
+// microvmRun runs argv in a Linux guest with `microvm run`, flags added.
+func microvmRun(t *testing.T, flags []string, argv ...string) result {
+	t.Helper()
+	args := append(append([]string{"--timeout", "2m"}, flags...), "--")
+	return linuxCmd(t, linuxLimit, "run", append(args, argv...)...)
+}
+
+func TestLinuxUname(t *testing.T) {
 	var out struct {
 		Host, Guest struct{ Release, Machine string }
 		BootToInit  float64 `json:"boot_to_init_ms"`
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
-		t.Fatalf("uname --json output %q: %v", r.stdout, err)
-	}
+	linuxJSON(t, linuxLimit, &out, "uname", "--timeout", "2m")
 	want := os.Getenv("MICROVM_KERNEL_RELEASE")
 	if want == "" || out.Guest.Release != want {
 		t.Errorf("guest release %q, want the built kernel's %q", out.Guest.Release, want)
@@ -128,8 +142,7 @@ func TestLinuxCmdline(t *testing.T) {
 func TestLinuxPanic(t *testing.T) {
 	// A missing init= makes the kernel panic ("Requested init ... failed");
 	// with panic=-1 it reboots at once, which must be reported as a crash.
-	kernel, initrd := linuxArtifacts(t)
-	r := runMicrovm(t, linuxLimit, "boot", "--kernel", kernel, "--initrd", initrd, "--timeout", "2m",
+	r := linuxCmd(t, linuxLimit, "boot", "--timeout", "2m",
 		"--cmdline", "console=ttyS0 reboot=k panic=-1 quiet rdinit=/nonexistent init=/nonexistent")
 	if r.code != 3 {
 		t.Fatalf("exit code %d, want 3; stderr %q", r.code, r.stderr)

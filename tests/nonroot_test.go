@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -83,10 +82,7 @@ func TestNonRoot(t *testing.T) {
 			t.Fatalf("microvm %v as uid %d did not exit", args, testUID)
 		}
 		r := result{stdout: so.String(), stderr: se.String()}
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			r.code = ee.ExitCode()
-		} else if err != nil {
+		if r.code, err = exitCode(err); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("uid %d groups %v: microvm %s: exit %d\n%s%s", testUID, groups, strings.Join(args, " "), r.code, r.stdout, r.stderr)

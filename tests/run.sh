@@ -25,8 +25,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 GO=${GO:-go}
-CACHE=${MICROVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/microvm}
-export MICROVM_CACHE=$CACHE
+source "$ROOT/scripts/lib.sh"
 TIMEOUT_MIN=${TESTS_TIMEOUT_MIN:-40}
 [[ $TIMEOUT_MIN =~ ^[0-9]+$ && $TIMEOUT_MIN -ge 5 ]] || { echo "run.sh: TESTS_TIMEOUT_MIN must be a whole number of minutes >= 5" >&2; exit 2; }
 
@@ -40,24 +39,16 @@ reason=$KVM_MODE_REASON
 echo "vm tests: $mode ($reason)"
 
 # --- dependencies -------------------------------------------------------------
-apt_install() {
-	local sudo=()
-	[[ $(id -u) == 0 ]] || sudo=(sudo)
-	export DEBIAN_FRONTEND=noninteractive
-	log "installing $*"
-	if ! "${sudo[@]}" apt-get install -y --no-install-recommends "$@" >/dev/null; then
-		log "apt-get install failed; running apt-get update once and retrying"
-		"${sudo[@]}" apt-get update >/dev/null
-		"${sudo[@]}" apt-get install -y --no-install-recommends "$@" >/dev/null
-	fi
-}
 missing=()
 command -v gcc >/dev/null || missing+=(gcc)
 { command -v ld >/dev/null && command -v objcopy >/dev/null; } || missing+=(binutils)
 [[ $mode == direct ]] || command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 # The disk tests format ext4 images with mkfs.ext4.
 PATH=$PATH:/usr/sbin:/sbin command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
-[[ ${#missing[@]} == 0 ]] || apt_install "${missing[@]}"
+if ((${#missing[@]})); then
+	log "installing ${missing[*]}"
+	apt_install "${missing[@]}"
+fi
 
 # --- artifacts ----------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/microvm-tests.XXXXXX")

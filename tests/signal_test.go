@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -154,18 +153,14 @@ func (p *ptyProc) wait(t *testing.T, limit time.Duration) int {
 	go func() { done <- p.cmd.Wait() }()
 	select {
 	case err := <-done:
-		var ee *exec.ExitError
-		switch {
-		case err == nil:
-			return 0
-		case errors.As(err, &ee):
-			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				t.Fatalf("microvm was killed by %v instead of exiting 128+N; output:\n%s", ws.Signal(), p.output())
-			}
-			return ee.ExitCode()
-		default:
+		code, err := exitCode(err)
+		if err != nil {
 			t.Fatalf("wait: %v", err)
 		}
+		if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			t.Fatalf("microvm was killed by %v instead of exiting 128+N; output:\n%s", ws.Signal(), p.output())
+		}
+		return code
 	case <-time.After(limit):
 		t.Fatalf("microvm did not exit within %v of the signal; output:\n%s", limit, p.output())
 	}
@@ -255,16 +250,24 @@ func TestSignalBeforeKVM(t *testing.T) {
 	}
 }
 
+// startSpin boots the spin micro-guest on a pty and waits for its banner
+// and for the console to be in raw mode.
+func startSpin(t *testing.T) *ptyProc {
+	t.Helper()
+	needKVM(t)
+	p := startOnPty(t, "boot", "--kernel", filepath.Join(guestsDir(t), "spin.elf"), "--timeout", "5m")
+	waitFor(t, p, 3*time.Minute, "the guest's banner", func() bool { return strings.Contains(p.output(), "microguest: spin") })
+	waitFor(t, p, 30*time.Second, "raw mode", func() bool { return p.isRaw(t) })
+	return p
+}
+
 // TestSignalGuestRunning: the signal arrives while a micro-guest runs (and
 // the console is in raw mode).
 func TestSignalGuestRunning(t *testing.T) {
-	needKVM(t)
-	spin := filepath.Join(guestsDir(t), "spin.elf")
+	needKVM(t) // here too, so that without KVM the test, not each subtest, skips
 	for _, s := range stopSignals {
 		t.Run(s.sig.String(), func(t *testing.T) {
-			p := startOnPty(t, "boot", "--kernel", spin, "--timeout", "5m")
-			waitFor(t, p, 3*time.Minute, "the guest's banner", func() bool { return strings.Contains(p.output(), "microguest: spin") })
-			waitFor(t, p, 30*time.Second, "raw mode", func() bool { return p.isRaw(t) })
+			p := startSpin(t)
 			p.cmd.Process.Signal(s.sig)
 			if code := p.wait(t, time.Minute); code != s.code {
 				t.Fatalf("exit code %d, want %d; output:\n%s", code, s.code, p.output())
@@ -280,11 +283,7 @@ func TestSignalGuestRunning(t *testing.T) {
 // TestSignalHangup: the terminal goes away (the pty master closes) while a
 // guest runs: the kernel sends SIGHUP and microvm exits 129.
 func TestSignalHangup(t *testing.T) {
-	needKVM(t)
-	spin := filepath.Join(guestsDir(t), "spin.elf")
-	p := startOnPty(t, "boot", "--kernel", spin, "--timeout", "5m")
-	waitFor(t, p, 3*time.Minute, "the guest's banner", func() bool { return strings.Contains(p.output(), "microguest: spin") })
-	waitFor(t, p, 30*time.Second, "raw mode", func() bool { return p.isRaw(t) })
+	p := startSpin(t)
 	p.closeMaster()
 	if code := p.wait(t, time.Minute); code != 129 {
 		t.Fatalf("exit code %d after hangup, want 129", code)
@@ -326,11 +325,7 @@ func TestLinuxSignalBoot(t *testing.T) {
 // TestConsoleEscape: in raw mode Ctrl-C is input for the guest, not a
 // signal for microvm; Ctrl-a x quits with exit 0 and restores the terminal.
 func TestConsoleEscape(t *testing.T) {
-	needKVM(t)
-	spin := filepath.Join(guestsDir(t), "spin.elf")
-	p := startOnPty(t, "boot", "--kernel", spin, "--timeout", "5m")
-	waitFor(t, p, 3*time.Minute, "the guest's banner", func() bool { return strings.Contains(p.output(), "microguest: spin") })
-	waitFor(t, p, 30*time.Second, "raw mode", func() bool { return p.isRaw(t) })
+	p := startSpin(t)
 	p.master.Write([]byte{0x03})
 	time.Sleep(time.Second)
 	if p.exited() {

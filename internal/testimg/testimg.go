@@ -1,5 +1,6 @@
-// Package testimg builds small synthetic kernel images for tests: a bzImage
-// with a valid 64-bit setup header and ELF64 executables with chosen segments.
+// Package testimg builds small synthetic boot images for tests: a bzImage
+// with a valid 64-bit setup header, ELF64 executables with chosen segments,
+// and newc cpio archives (initramfs images, cpio.go).
 package testimg
 
 import (

@@ -75,3 +75,32 @@ func cpuState(regs string) string {
 	}
 	return strings.Join(parts, "; ")
 }
+
+// stallReason describes a stalled L1: how long it was silent, its last
+// heartbeat, and where its CPUs are, sampled twice through the monitor to
+// tell a CPU stuck on one instruction loop from one that still moves.
+func stallReason(cfg *Config, quiet time.Duration, last string) string {
+	r := fmt.Sprintf("L1 stalled: no heartbeat for %.0fs", quiet.Seconds())
+	if last != "" {
+		r += " (last: " + last + ")"
+	}
+	var samples []string
+	for i := 0; i < 2; i++ {
+		if i > 0 {
+			time.Sleep(time.Second)
+		}
+		regs, err := monitorCmd(cfg.Monitor, "info registers -a", 5*time.Second)
+		if err != nil {
+			samples = append(samples, "monitor: "+err.Error())
+			break
+		}
+		samples = append(samples, cpuState(regs))
+	}
+	r += "; L1 CPU state: " + strings.Join(samples, " | then ")
+	// The local APIC: a timer that is armed or expired, and vectors
+	// pending (IRR) or in service (ISR), tell a lost interrupt from none.
+	if lapic, err := monitorCmd(cfg.Monitor, "info lapic", 5*time.Second); err == nil {
+		r += "; L1 LAPIC: " + strings.Join(strings.Fields(lapic), " ")
+	}
+	return r
+}

@@ -8,14 +8,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/microvm-dev/microvm/tests/nested/l1proto"
 )
 
-// HeartbeatPrefix starts every heartbeat line. The host side
-// (tests/nested) treats a run whose heartbeats stop as a stalled L1 and
-// prints the last ones as its diagnosis.
-const heartbeatPrefix = "@@L1-HB"
-
-// heartbeat prints one line per period until stop is closed:
+// heartbeat prints one line per period until stop is closed (the host side,
+// tests/nested, treats a run whose heartbeats stop as a stalled L1 and
+// prints the last ones as its diagnosis):
 //
 //	@@L1-HB t=40.1 load=1.95 ctxt=+5123 intr=+2511 run=2 vms=3 [412:R:3.2s 415:S:1.1s ...]
 //
@@ -36,7 +35,7 @@ func heartbeat(period time.Duration, stop <-chan struct{}) {
 		case <-t.C:
 		}
 		ctxt, intr, running := procStat()
-		line := fmt.Sprintf("%s t=%s load=%s ctxt=+%d intr=+%d run=%d %s\n", heartbeatPrefix,
+		line := fmt.Sprintf("%s t=%s load=%s ctxt=+%d intr=+%d run=%d %s\n", l1proto.Heartbeat,
 			uptime(), loadavg(), ctxt-lastCtxt, intr-lastIntr, running, guests())
 		lastCtxt, lastIntr = ctxt, intr
 		os.Stdout.WriteString(line)

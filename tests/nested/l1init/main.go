@@ -1,6 +1,7 @@
 // Command l1init is /init of the nested harness's L1 initramfs (see package
-// nested). It mounts the basic filesystems, reads /l1config.json, runs the
-// payload with its output on the console, prints "@@L1-EXIT <code>" and
+// nested). It mounts the basic filesystems, reads /l1config.json (an
+// l1proto.Config), runs the payload with its output on the console, prints
+// "@@L1-EXIT <code>" and
 // reboots, which ends QEMU (run with -no-reboot). It never waits forever: a
 // payload that overruns its timeout is killed and reported as exit 124.
 package main
@@ -16,25 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-type config struct {
-	Init       string   `json:"init"`
-	Args       []string `json:"args"`
-	Env        []string `json:"env"`
-	Dir        string   `json:"dir"`
-	TimeoutMS  int64    `json:"timeout_ms"`
-	RequireKVM bool     `json:"require_kvm"`
-	// HeartbeatMS, if set, makes l1init print a heartbeat line that often
-	// while the payload runs (see heartbeat.go).
-	HeartbeatMS int64 `json:"heartbeat_ms"`
-}
-
-const (
-	exitTimeout    = 124
-	exitKVMMissing = 125
-	exitInitError  = 126
-	exitNotFound   = 127
+	"github.com/microvm-dev/microvm/tests/nested/l1proto"
 )
 
 func logf(format string, args ...any) {
@@ -95,10 +79,10 @@ func setup() {
 	quietConsoleInput()
 }
 
-func run(cfg *config) int {
+func run(cfg *l1proto.Config) int {
 	if cfg.Init == "" {
-		logf("no payload in /l1config.json")
-		return exitInitError
+		logf("no payload in %s", l1proto.ConfigPath)
+		return l1proto.ExitInitError
 	}
 	env := []string{
 		"PATH=/bin:/sbin:/usr/bin:/usr/sbin:/usr/local/bin",
@@ -115,9 +99,9 @@ func run(cfg *config) int {
 	if err := cmd.Start(); err != nil {
 		logf("starting payload: %v", err)
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, exec.ErrNotFound) {
-			return exitNotFound
+			return l1proto.ExitNotFound
 		}
-		return exitInitError
+		return l1proto.ExitInitError
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -143,7 +127,7 @@ func run(cfg *config) int {
 		case <-time.After(5 * time.Second):
 			logf("payload did not die")
 		}
-		return exitTimeout
+		return l1proto.ExitTimeout
 	}
 }
 
@@ -152,7 +136,7 @@ func exitCode(cmd *exec.Cmd, err error) int {
 		return 0
 	}
 	if cmd.ProcessState == nil {
-		return exitInitError
+		return l1proto.ExitInitError
 	}
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		return 128 + int(ws.Signal())
@@ -163,27 +147,27 @@ func exitCode(cmd *exec.Cmd, err error) int {
 func main() {
 	setup()
 	code := func() int {
-		raw, err := os.ReadFile("/l1config.json")
+		raw, err := os.ReadFile(l1proto.ConfigPath)
 		if err != nil {
 			logf("reading config: %v", err)
-			return exitInitError
+			return l1proto.ExitInitError
 		}
-		var cfg config
+		var cfg l1proto.Config
 		if err := json.Unmarshal(raw, &cfg); err != nil {
 			logf("parsing config: %v", err)
-			return exitInitError
+			return l1proto.ExitInitError
 		}
 		if _, err := os.Stat("/dev/kvm"); err != nil {
-			logf("kvm missing")
+			fmt.Println(l1proto.KVMMissing)
 			if cfg.RequireKVM {
-				return exitKVMMissing
+				return l1proto.ExitKVMMissing
 			}
 		}
-		logf("start")
+		fmt.Println(l1proto.Start)
 		return run(&cfg)
 	}()
 	// The leading newline keeps the marker on its own line.
-	fmt.Fprintf(os.Stdout, "\n@@L1-EXIT %d\n", code)
+	fmt.Printf("\n%s %d\n", l1proto.Exit, code)
 	unix.Sync()
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
 		fmt.Fprintf(os.Stdout, "@@L1 reboot: %v\n", strings.TrimSpace(err.Error()))

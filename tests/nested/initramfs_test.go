@@ -1,0 +1,55 @@
+package nested
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/microvm-dev/microvm/internal/testimg"
+)
+
+func TestWriteInitramfs(t *testing.T) {
+	dir := t.TempDir()
+	l1init := filepath.Join(dir, "l1init")
+	payload := filepath.Join(dir, "payload")
+	os.WriteFile(l1init, []byte("init"), 0o755)
+	os.WriteFile(payload, []byte("payload"), 0o755)
+	cfg := Config{
+		Files:   map[string]string{"/bin/payload": payload},
+		Init:    "/bin/payload",
+		Args:    []string{"-v"},
+		Timeout: time.Minute,
+	}
+	cfg.defaults()
+	dst := filepath.Join(dir, "initrd")
+	if err := writeInitramfs(dst, &cfg, l1init); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(dst)
+	ents, err := testimg.ReadCPIO(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]testimg.CPIOEntry{}
+	for _, e := range ents {
+		got[e.Name] = e
+	}
+	if e := got["init"]; string(e.Data) != "init" || e.Mode != testimg.ModeReg|0o755 {
+		t.Errorf("init: %+v", e)
+	}
+	if e := got["bin/payload"]; string(e.Data) != "payload" {
+		t.Errorf("bin/payload: %+v", e)
+	}
+	js := string(got["l1config.json"].Data)
+	for _, s := range []string{`"init": "/bin/payload"`, `"-v"`, `"timeout_ms": 48000`, `"require_kvm": true`} {
+		if !strings.Contains(js, s) {
+			t.Errorf("l1config.json lacks %s:\n%s", s, js)
+		}
+	}
+	cfg.Files["/init"] = payload
+	if err := writeInitramfs(dst, &cfg, l1init); err == nil {
+		t.Error("overriding /init was accepted")
+	}
+}
