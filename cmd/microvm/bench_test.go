@@ -1,6 +1,11 @@
 package main
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/microvm-dev/microvm"
+	"github.com/microvm-dev/microvm/internal/report"
+)
 
 func TestNewStat(t *testing.T) {
 	for _, tt := range []struct {
@@ -26,11 +31,11 @@ func TestSummarizeMissingPhases(t *testing.T) {
 	// A micro-guest has no init or agent milestones: those phases have no
 	// samples, and the others are still summarized.
 	rs := []*benchRun{
-		{PeakRSS: 10 << 20, GuestTouched: 4 << 20, phases: map[string]float64{"process-start": 1, "exit": 9, phaseProcessExit: 10}},
-		{PeakRSS: 12 << 20, GuestTouched: 4 << 20, phases: map[string]float64{"process-start": 2, "exit": 11, phaseProcessExit: 12}},
+		{Boot: report.Boot{PeakRSS: 10 << 20, GuestTouched: 4 << 20}, phases: map[microvm.Phase]float64{"process-start": 1, "exit": 9, report.PhaseProcessExit: 10}},
+		{Boot: report.Boot{PeakRSS: 12 << 20, GuestTouched: 4 << 20}, phases: map[microvm.Phase]float64{"process-start": 2, "exit": 11, report.PhaseProcessExit: 12}},
 	}
 	s := summarize(rs)
-	got := map[string]stat{}
+	got := map[string]report.Stat{}
 	for _, p := range s.Phases {
 		got[p.Name] = p
 	}
