@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/microvm-dev/microvm/internal/report"
 )
 
 // TestLinuxBench runs `microvm bench` for two boots of the real kernel and
@@ -20,18 +22,7 @@ func TestLinuxBench(t *testing.T) {
 	if !strings.Contains(r.stderr, "boot 2/2") {
 		t.Errorf("no progress line for boot 2/2 on stderr")
 	}
-	type stat struct {
-		Name             string
-		N                int
-		Min, Median, Max float64
-	}
-	var s struct {
-		Runs         int    `json:"runs"`
-		Phases       []stat `json:"phases_ms_since_exec"`
-		PeakRSS      stat   `json:"peak_rss_mib"`
-		GuestTouched stat   `json:"guest_touched_mib"`
-		Overhead     stat   `json:"vmm_overhead_mib"`
-	}
+	var s report.BenchSummary
 	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
 		t.Fatalf("bench --json output %q: %v", r.stdout, err)
 	}
