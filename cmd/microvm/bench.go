@@ -21,6 +21,7 @@ import (
 	"github.com/microvm-dev/microvm"
 	"github.com/microvm-dev/microvm/internal/report"
 	"github.com/microvm-dev/microvm/internal/vmm"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,7 +54,10 @@ var benchPhases = []microvm.Phase{
 	microvm.PhaseCommandDone, microvm.PhaseExit, report.PhaseProcessExit,
 }
 
-func runBench(_ *env, args []string) int {
+// benchFlags is bench's flag set: --runs, plus the VM flags, which every
+// child run gets (benchChildArgs) except --json (bench's own output) and
+// --timings (refused: the summary is the timeline).
+func benchFlags() (*pflag.FlagSet, *vmFlags, *int) {
 	var f vmFlags
 	fs := newFlags("bench")
 	runs := fs.Int("runs", 5, "number of boots")
@@ -61,11 +65,19 @@ func runBench(_ *env, args []string) int {
 	fs.Lookup("cmdline").Usage = "extra kernel command line parameters"
 	fs.Lookup("json").Usage = "print the summary as one JSON object on stdout"
 	fs.Lookup("timings").Hidden = true
-	if done, code := parseFlags(fs, "bench [--runs N] [--kernel K] [--initrd I] [--cpus N] [--memory M] [--timeout D] [--json]", args); done {
+	return fs, &f, runs
+}
+
+func runBench(_ *env, args []string) int {
+	fs, f, runs := benchFlags()
+	if done, code := parseFlags(fs, "bench [--runs N] [--kernel K] [--initrd I] [--cmdline STR] [--cpus N] [--memory M] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--timeout D] [--json]", args); done {
 		return code
 	}
 	if fs.NArg() > 0 {
 		return fail(vmm.CodeUsage, "bench: unexpected argument %q", fs.Arg(0))
+	}
+	if fs.Changed("timings") {
+		return fail(vmm.CodeUsage, "--timings: not taken by bench, whose summary is the timeline (--json prints it as JSON)")
 	}
 	if *runs < 1 || *runs > 1000 {
 		return fail(vmm.CodeUsage, "--runs: %d is out of range: need 1 to 1000", *runs)
@@ -84,14 +96,7 @@ func runBench(_ *env, args []string) int {
 	if err != nil {
 		return fail(vmm.CodeInternal, "bench: cannot find my own executable: %v", err)
 	}
-	childArgs := []string{"run", "--json",
-		"--kernel", f.kernel, "--initrd", f.initrd,
-		"--cpus", strconv.Itoa(f.cpus), "--memory", f.memory,
-		"--timeout", f.timeout.String()}
-	if f.cmdline != "" {
-		childArgs = append(childArgs, "--cmdline", f.cmdline)
-	}
-	childArgs = append(childArgs, "--", benchCommand)
+	childArgs := benchChildArgs(f)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
@@ -122,8 +127,28 @@ func runBench(_ *env, args []string) int {
 		fmt.Println(string(b))
 		return 0
 	}
-	printBench(os.Stdout, s, &f)
+	printBench(os.Stdout, s, f)
 	return 0
+}
+
+// benchChildArgs is the command line of one child run: `microvm run
+// --json` with every VM flag bench was given (defaults filled in), so each
+// boot is the one bench was asked to measure.
+func benchChildArgs(f *vmFlags) []string {
+	args := []string{"run", "--json",
+		"--kernel=" + f.kernel, "--initrd=" + f.initrd,
+		"--cpus=" + strconv.Itoa(f.cpus), "--memory=" + f.memory,
+		"--timeout=" + f.timeout.String(), "--console=" + f.consoleKind}
+	if f.cmdline != "" {
+		args = append(args, "--cmdline="+f.cmdline)
+	}
+	for _, d := range f.disks {
+		args = append(args, "--disk="+d)
+	}
+	for _, n := range f.nets {
+		args = append(args, "--net="+n)
+	}
+	return append(args, "--", benchCommand)
 }
 
 // benchOnce runs one child and parses its JSON report from stderr.
@@ -222,8 +247,18 @@ func summarize(rs []*benchRun) report.BenchSummary {
 }
 
 func printBench(w io.Writer, s report.BenchSummary, f *vmFlags) {
-	fmt.Fprintf(w, "microvm bench: %d boots of %s + %s, %d vCPU, %s, guest command %q\n",
-		s.Runs, f.kernel, f.initrd, f.cpus, f.memory, benchCommand)
+	var devices string
+	for _, d := range f.disks {
+		devices += ", --disk " + d
+	}
+	for _, n := range f.nets {
+		devices += ", --net " + n
+	}
+	if f.consoleKind != "serial" {
+		devices += ", --console " + f.consoleKind
+	}
+	fmt.Fprintf(w, "microvm bench: %d boots of %s + %s, %d vCPU, %s%s, guest command %q\n",
+		s.Runs, f.kernel, f.initrd, f.cpus, f.memory, devices, benchCommand)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "ms since exec\tmin\tmedian\tmax\t")
 	for _, p := range s.Phases {
