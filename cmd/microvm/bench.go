@@ -54,18 +54,26 @@ var benchPhases = []microvm.Phase{
 	microvm.PhaseCommandDone, microvm.PhaseExit, report.PhaseProcessExit,
 }
 
-// benchFlags is bench's flag set: --runs, plus the VM flags, which every
-// child run gets (benchChildArgs) except --json (bench's own output) and
-// --timings (refused: the summary is the timeline).
+// benchFlags is bench's flag set: the VM flags, which every child run gets
+// (benchChildArgs) except --json (bench's own output) and --timings
+// (refused: the summary is the timeline), plus --runs.
 func benchFlags() (*pflag.FlagSet, *vmFlags, *int) {
-	var f vmFlags
-	fs := newFlags("bench")
+	fs, f := agentFlags("bench")
 	runs := fs.Int("runs", 5, "number of boots")
-	f.register(fs, "")
-	fs.Lookup("cmdline").Usage = "extra kernel command line parameters"
 	fs.Lookup("json").Usage = "print the summary as one JSON object on stdout"
 	fs.Lookup("timings").Hidden = true
-	return fs, &f, runs
+	return fs, f, runs
+}
+
+// agentFlags is the flag set of a command whose guest runs a command
+// through the agent (bench, compare; run and uname are alike): the VM
+// flags, --cmdline being extra parameters for the agent's command line.
+func agentFlags(name string) (*pflag.FlagSet, *vmFlags) {
+	var f vmFlags
+	fs := newFlags(name)
+	f.register(fs, "")
+	fs.Lookup("cmdline").Usage = "extra kernel command line parameters"
+	return fs, &f
 }
 
 func runBench(_ *env, args []string) int {

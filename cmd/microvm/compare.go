@@ -19,10 +19,7 @@ import (
 )
 
 func runCompare(e *env, args []string) int {
-	var f vmFlags
-	fs := newFlags("compare")
-	f.register(fs, "")
-	fs.Lookup("cmdline").Usage = "extra kernel command line parameters"
+	fs, f := agentFlags("compare")
 	if done, code := parseFlags(fs, "compare [--kernel K] [--initrd I] [--memory M] [--json]", args); done {
 		return code
 	}
