@@ -13,36 +13,17 @@ import (
 	"strings"
 	"time"
 
-	"github.com/microvm-dev/microvm/internal/vmm"
+	"github.com/microvm-dev/microvm"
+	"github.com/microvm-dev/microvm/internal/report"
 )
 
-type benchStat struct {
-	Name   string  `json:"name"`
-	N      int     `json:"n"`
-	Min    float64 `json:"min"`
-	Median float64 `json:"median"`
-	Max    float64 `json:"max"`
+// benchResult is `microvm bench --json`, or why there is none.
+type benchResult struct {
+	report.BenchSummary
+	err string
 }
 
-type benchSummary struct {
-	Runs         int         `json:"runs"`
-	Phases       []benchStat `json:"phases_ms_since_exec"`
-	PeakRSS      benchStat   `json:"peak_rss_mib"`
-	GuestTouched benchStat   `json:"guest_touched_mib"`
-	Overhead     benchStat   `json:"vmm_overhead_mib"`
-	err          string
-}
-
-func (b *benchSummary) phase(name string) (benchStat, bool) {
-	for _, p := range b.Phases {
-		if p.Name == name && p.N > 0 {
-			return p, true
-		}
-	}
-	return benchStat{}, false
-}
-
-func runMicrovmBench(o *options) *benchSummary {
+func runMicrovmBench(o *options) *benchResult {
 	fmt.Printf("\n== microvm bench --runs %d (boot timeline, VMM memory overhead)\n", o.benchRuns)
 	args := []string{"bench", "--runs", strconv.Itoa(o.benchRuns), "--json",
 		"--kernel", o.kernel, "--initrd", o.initrd, "--memory", fmt.Sprintf("%dM", o.memoryMiB),
@@ -52,16 +33,16 @@ func runMicrovmBench(o *options) *benchSummary {
 	cmd.Stdout = &out
 	cmd.Stderr = os.Stdout // its progress lines
 	err := cmd.Run()
-	var s benchSummary
+	var b benchResult
 	if err != nil {
-		s.err = err.Error()
-	} else if jerr := json.Unmarshal(out.Bytes(), &s); jerr != nil {
-		s.err = fmt.Sprintf("bad JSON %q: %v", out.String(), jerr)
+		b.err = err.Error()
+	} else if jerr := json.Unmarshal(out.Bytes(), &b.BenchSummary); jerr != nil {
+		b.err = fmt.Sprintf("bad JSON %q: %v", out.String(), jerr)
 	}
-	if s.err != "" {
-		progressf("microvm bench failed: %s", s.err)
+	if b.err != "" {
+		progressf("microvm bench failed: %s", b.err)
 	}
-	return &s
+	return &b
 }
 
 // exec to the first KVM_RUN with the smallest guest (the pio micro-guest,
@@ -75,25 +56,17 @@ func runFirstRun(o *options) []float64 {
 		cmd.Stderr = &stderr
 		t0 := time.Now()
 		err := cmd.Run()
-		var rep struct {
-			Timeline []struct {
-				Phase string  `json:"phase"`
-				MS    float64 `json:"ms"`
-			} `json:"timeline"`
-			StartUnixNS int64 `json:"start_unix_ns"`
-		}
+		var rep report.Boot
 		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 		jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &rep)
 		if err != nil || jerr != nil {
 			progressf("run %d: failed: %v %v: %s", i, err, jerr, lastLine(stderr.Bytes()))
 			continue
 		}
-		for _, p := range rep.Timeline {
-			if p.Phase == string(vmm.PhaseFirstRun) {
-				ms := float64(time.Unix(0, rep.StartUnixNS).Sub(t0).Microseconds())/1e3 + p.MS
-				v = append(v, ms)
-				progressf("run %d/%d: first KVM_RUN %.1f ms after exec", i, o.benchRuns, ms)
-			}
+		if at, ok := rep.Timeline.MS(microvm.PhaseFirstRun); ok {
+			ms := float64(time.Unix(0, rep.StartUnixNS).Sub(t0).Microseconds())/1e3 + at
+			v = append(v, ms)
+			progressf("run %d/%d: first KVM_RUN %.1f ms after exec", i, o.benchRuns, ms)
 		}
 	}
 	return v

@@ -3,7 +3,7 @@
 // harness's L1. In one run it measures, in this order:
 //
 //  1. the exit path (pio.go): the pio micro-guest's 100k port-I/O exits to
-//     the no-op register 0x3f4, run in this process by package vmm
+//     the no-op register 0x3f4, run in this process through package microvm
 //     (microvm's own vCPU loop and bus), against bench/pioloop.c, a C loop
 //     doing the same KVM_RUN round trips;
 //  2. `microvm bench` (bench.go): the boot timeline and the VMM's memory

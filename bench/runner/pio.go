@@ -18,7 +18,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/microvm-dev/microvm/internal/vmm"
+	"github.com/microvm-dev/microvm"
 )
 
 type pioResult struct {
@@ -82,17 +82,19 @@ const (
 	pioEnd   = 0x12
 )
 
-// pioMicrovm boots the pio guest with package vmm, the code the microvm
-// command runs, and times the exits between its start and end milestones:
-// count OUTs to 0x3f4 plus the end milestone's own OUT.
+// pioMicrovm boots the pio guest in this process through package microvm,
+// the code the microvm command runs, and times the exits between its start
+// and end milestones: count OUTs to 0x3f4 plus the end milestone's own OUT.
 func pioMicrovm(guest string, count int) (float64, error) {
 	var t0, t1 time.Time
-	cfg := vmm.Config{
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	vm, err := microvm.Start(ctx, microvm.Config{
 		Kernel:  guest,
 		Cmdline: fmt.Sprintf("count=%d", count),
 		CPUs:    1,
 		Memory:  64 << 20,
-		Console: io.Discard,
+		Stdout:  io.Discard,
 		OnMilestone: func(code uint8, _ uint32) {
 			switch code {
 			case pioStart:
@@ -101,17 +103,13 @@ func pioMicrovm(guest string, count int) (float64, error) {
 				t1 = time.Now()
 			}
 		},
-	}
-	m, err := vmm.New(cfg)
+	})
 	if err != nil {
 		return 0, err
 	}
-	defer m.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	res := m.Run(ctx)
-	if res.Reason != vmm.ExitReset {
-		return 0, fmt.Errorf("guest ended with %s %s %v", res.Reason, res.Detail, res.Err)
+	res, err := vm.Wait()
+	if res.Reason != microvm.ExitReset {
+		return 0, fmt.Errorf("guest ended with %s %s %v", res.Reason, res.Detail, err)
 	}
 	if t0.IsZero() || t1.IsZero() {
 		return 0, errors.New("guest did not write its start and end milestones")

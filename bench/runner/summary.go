@@ -4,19 +4,17 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"sort"
-	"strconv"
-	"strings"
 
-	"github.com/microvm-dev/microvm/internal/vmm"
+	"github.com/microvm-dev/microvm"
+	"github.com/microvm-dev/microvm/internal/report"
 )
 
 // summary holds what the stages measured (nil or empty: not run).
 type summary struct {
 	firstRun []float64
 	pio      *pioResult
-	bench    *benchSummary
+	bench    *benchResult
 	cmp      *compareResult
 }
 
@@ -61,11 +59,11 @@ func (r *summary) print(o *options) {
 		if b.err != "" {
 			fmt.Printf("microvm bench: failed: %s\n", b.err)
 		} else {
-			if fr, ok := b.phase(string(vmm.PhaseFirstRun)); ok {
+			if fr, ok := b.Phase(microvm.PhaseFirstRun); ok {
 				fmt.Printf("exec to first guest instruction (first KVM_RUN), Linux + %s initrd, median of %d: %.1f ms (min %.1f, max %.1f; target <= 5 ms: %s)\n",
 					"u-root", b.Runs, fr.Median, fr.Min, fr.Max, verdict(fr.Median <= 5))
 			}
-			if in, ok := b.phase(string(vmm.PhaseInit)); ok {
+			if in, ok := b.Phase(microvm.PhaseInit); ok {
 				fmt.Printf("exec to init (debug-port milestone), median of %d: %.0f ms (min %.0f, max %.0f)\n", b.Runs, in.Median, in.Min, in.Max)
 			}
 			ov := b.Overhead
@@ -152,19 +150,5 @@ func (r *summary) printCompare(c *compareResult) {
 			fmt.Printf("  note %s %s\n", s.name, n)
 		}
 	}
-	fmt.Printf("  (peak RSS is the kernel's maxrss for each VMM process; this runner's own peak, %.1f MiB, is a floor for it because exec inherits the parent's high-water mark)\n", selfHWM())
-}
-
-func selfHWM() float64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-			return kb / 1024
-		}
-	}
-	return 0
+	fmt.Printf("  (peak RSS is the kernel's maxrss for each VMM process; this runner's own peak, %.1f MiB, is a floor for it because exec inherits the parent's high-water mark)\n", mib(report.PeakRSS()))
 }
