@@ -3,24 +3,15 @@ package tests
 import (
 	"strings"
 	"testing"
+
+	"github.com/microvm-dev/microvm/internal/report"
 )
 
 // TestLinuxBench runs `microvm bench` for two boots of the real kernel and
 // initrd and checks that the summary has every boot phase, in order, with
 // sane numbers. Speed targets live in the benchmark, not here.
 func TestLinuxBench(t *testing.T) {
-	type stat struct {
-		Name             string
-		N                int
-		Min, Median, Max float64
-	}
-	var s struct {
-		Runs         int    `json:"runs"`
-		Phases       []stat `json:"phases_ms_since_exec"`
-		PeakRSS      stat   `json:"peak_rss_mib"`
-		GuestTouched stat   `json:"guest_touched_mib"`
-		Overhead     stat   `json:"vmm_overhead_mib"`
-	}
+	var s report.BenchSummary
 	r := linuxJSON(t, 2*linuxLimit, &s, "bench", "--runs", "2", "--timeout", "2m")
 	if !strings.Contains(r.stderr, "boot 2/2") {
 		t.Errorf("no progress line for boot 2/2 on stderr")

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/microvm-dev/microvm/internal/report"
 )
 
 // Hostile micro-guests (tests/guests/hstate.c, hgrow.c, hstall.c): drivers
@@ -27,14 +29,6 @@ const (
 	hostileStderrLines = 32
 )
 
-// exitJSON is the --json line microvm prints last on stderr.
-type exitJSON struct {
-	Reason       string `json:"exit_reason"`
-	Code         int    `json:"exit_code"`
-	PeakRSS      uint64 `json:"peak_rss_bytes"`
-	GuestTouched uint64 `json:"guest_touched_bytes"`
-}
-
 // checkHostile asserts what every hostile run must show: the exit code, no
 // Go panic, a bounded stderr and a bounded VMM overhead.
 func checkHostile(t *testing.T, r result, wantCode int) {
@@ -51,7 +45,7 @@ func checkHostile(t *testing.T, r result, wantCode int) {
 	if len(lines) > hostileStderrLines {
 		t.Errorf("%d stderr lines, bound %d", len(lines), hostileStderrLines)
 	}
-	var j exitJSON
+	var j report.Boot // the --json line microvm prints last on stderr
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &j); err != nil {
 		t.Fatalf("last stderr line is not the --json object: %v", err)
 	}

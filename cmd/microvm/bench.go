@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/microvm-dev/microvm"
+	"github.com/microvm-dev/microvm/internal/report"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,23 +35,13 @@ import (
 
 const benchCommand = "true"
 
-// benchRun is one child's report (the fields of `--json` that bench uses).
+// benchRun is one child's `--json` report and what the parent adds to it.
 type benchRun struct {
-	Reason   string `json:"exit_reason"`
-	Code     int    `json:"exit_code"`
-	Detail   string `json:"detail"`
-	Timeline []struct {
-		Phase string  `json:"phase"`
-		MS    float64 `json:"ms"`
-	} `json:"timeline"`
-	StartUnixNS  int64  `json:"start_unix_ns"`
-	PeakRSS      uint64 `json:"peak_rss_bytes"`
-	GuestTouched uint64 `json:"guest_touched_bytes"`
+	report.Boot
 
-	// Filled in by the parent.
-	execToMain float64            // ms from exec to the child's timeline zero
-	phases     map[string]float64 // ms since exec
-	wall       float64            // ms from exec to the child's exit, seen by the parent
+	execToMain float64                   // ms from exec to the child's timeline zero
+	phases     map[microvm.Phase]float64 // ms since exec
+	wall       float64                   // ms from exec to the child's exit, seen by the parent
 }
 
 func (r *benchRun) overhead() int64 { return int64(r.PeakRSS) - int64(r.GuestTouched) }
@@ -58,24 +50,41 @@ func (r *benchRun) overhead() int64 { return int64(r.PeakRSS) - int64(r.GuestTou
 var benchPhases = []microvm.Phase{
 	microvm.PhaseStart, microvm.PhaseVMReady, microvm.PhaseKernel, microvm.PhaseFirstRun,
 	microvm.PhaseFirstOutput, microvm.PhaseInit, microvm.PhaseAgentReady,
-	microvm.PhaseCommandDone, microvm.PhaseExit,
+	microvm.PhaseCommandDone, microvm.PhaseExit, report.PhaseProcessExit,
 }
 
-const phaseProcessExit = "process-exit"
-
-func runBench(_ *env, args []string) int {
-	var f vmFlags
-	fs := newFlags("bench")
+// benchFlags is bench's flag set: the VM flags, which every child run gets
+// (benchChildArgs) except --json (bench's own output) and --timings
+// (refused: the summary is the timeline), plus --runs.
+func benchFlags() (*pflag.FlagSet, *vmFlags, *int) {
+	fs, f := agentFlags("bench")
 	runs := fs.Int("runs", 5, "number of boots")
-	f.register(fs, "")
-	fs.Lookup("cmdline").Usage = "extra kernel command line parameters"
 	fs.Lookup("json").Usage = "print the summary as one JSON object on stdout"
 	fs.Lookup("timings").Hidden = true
-	if done, code := parseFlags(fs, "bench [--runs N] [--kernel K] [--initrd I] [--cpus N] [--memory M] [--timeout D] [--json]", args); done {
+	return fs, f, runs
+}
+
+// agentFlags is the flag set of a command whose guest runs a command
+// through the agent (bench, compare; run and uname are alike): the VM
+// flags, --cmdline being extra parameters for the agent's command line.
+func agentFlags(name string) (*pflag.FlagSet, *vmFlags) {
+	var f vmFlags
+	fs := newFlags(name)
+	f.register(fs, "")
+	fs.Lookup("cmdline").Usage = "extra kernel command line parameters"
+	return fs, &f
+}
+
+func runBench(_ *env, args []string) int {
+	fs, f, runs := benchFlags()
+	if done, code := parseFlags(fs, "bench [--runs N] [--kernel K] [--initrd I] [--cmdline STR] [--cpus N] [--memory M] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--timeout D] [--json]", args); done {
 		return code
 	}
 	if fs.NArg() > 0 {
 		return fail(microvm.CodeUsage, "bench: unexpected argument %q", fs.Arg(0))
+	}
+	if fs.Changed("timings") {
+		return fail(microvm.CodeUsage, "--timings: not taken by bench, whose summary is the timeline (--json prints it as JSON)")
 	}
 	if *runs < 1 || *runs > 1000 {
 		return fail(microvm.CodeUsage, "--runs: %d is out of range: need 1 to 1000", *runs)
@@ -94,14 +103,7 @@ func runBench(_ *env, args []string) int {
 	if err != nil {
 		return fail(microvm.CodeInternal, "bench: cannot find my own executable: %v", err)
 	}
-	childArgs := []string{"run", "--json",
-		"--kernel", f.kernel, "--initrd", f.initrd,
-		"--cpus", strconv.Itoa(f.cpus), "--memory", f.memory,
-		"--timeout", f.timeout.String()}
-	if f.cmdline != "" {
-		childArgs = append(childArgs, "--cmdline", f.cmdline)
-	}
-	childArgs = append(childArgs, "--", benchCommand)
+	childArgs := benchChildArgs(f)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
@@ -119,7 +121,7 @@ func runBench(_ *env, args []string) int {
 		}
 		results = append(results, r)
 		init := "no init milestone"
-		if v, ok := r.phases[string(microvm.PhaseInit)]; ok {
+		if v, ok := r.phases[microvm.PhaseInit]; ok {
 			init = fmt.Sprintf("init %.0f ms", v)
 		}
 		prog.update("bench: boot %d/%d done: %s, exit %.0f ms, overhead %.1f MiB", i, *runs, init, r.wall, float64(r.overhead())/(1<<20))
@@ -132,8 +134,28 @@ func runBench(_ *env, args []string) int {
 		fmt.Println(string(b))
 		return 0
 	}
-	printBench(os.Stdout, s, &f)
+	printBench(os.Stdout, s, f)
 	return 0
+}
+
+// benchChildArgs is the command line of one child run: `microvm run
+// --json` with every VM flag bench was given (defaults filled in), so each
+// boot is the one bench was asked to measure.
+func benchChildArgs(f *vmFlags) []string {
+	args := []string{"run", "--json",
+		"--kernel=" + f.kernel, "--initrd=" + f.initrd,
+		"--cpus=" + strconv.Itoa(f.cpus), "--memory=" + f.memory,
+		"--timeout=" + f.timeout.String(), "--console=" + f.consoleKind}
+	if f.cmdline != "" {
+		args = append(args, "--cmdline="+f.cmdline)
+	}
+	for _, d := range f.disks {
+		args = append(args, "--disk="+d)
+	}
+	for _, n := range f.nets {
+		args = append(args, "--net="+n)
+	}
+	return append(args, "--", benchCommand)
 }
 
 // benchOnce runs one child and parses its JSON report from stderr.
@@ -158,9 +180,9 @@ func benchOnce(ctx context.Context, self string, args []string, timeout time.Dur
 		if len(line) == 0 || line[0] != '{' {
 			continue
 		}
-		var cand benchRun
+		var cand report.Boot
 		if json.Unmarshal(line, &cand) == nil && cand.Timeline != nil {
-			r = &cand
+			r = &benchRun{Boot: cand}
 		}
 	}
 	tail := lastLines(stderr.String(), 5)
@@ -176,11 +198,11 @@ func benchOnce(ctx context.Context, self string, args []string, timeout time.Dur
 	}
 	r.execToMain = ms(time.Unix(0, r.StartUnixNS).Sub(t0))
 	r.wall = ms(wall)
-	r.phases = map[string]float64{}
+	r.phases = map[microvm.Phase]float64{}
 	for _, p := range r.Timeline {
-		r.phases[p.Phase] = r.execToMain + p.MS
+		r.phases[microvm.Phase(p.Phase)] = r.execToMain + p.MS
 	}
-	r.phases[phaseProcessExit] = r.wall
+	r.phases[report.PhaseProcessExit] = r.wall
 	return r, nil
 }
 
@@ -192,17 +214,9 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, " | ")
 }
 
-// stat is min/median/max of one quantity over the runs that have it.
-type stat struct {
-	Name   string  `json:"name"`
-	N      int     `json:"n"`
-	Min    float64 `json:"min"`
-	Median float64 `json:"median"`
-	Max    float64 `json:"max"`
-}
-
-func newStat(name string, v []float64) stat {
-	s := stat{Name: name, N: len(v)}
+// newStat is min/median/max of v, a quantity over the runs that have it.
+func newStat(name string, v []float64) report.Stat {
+	s := report.Stat{Name: name, N: len(v)}
 	if len(v) == 0 {
 		return s
 	}
@@ -216,32 +230,16 @@ func newStat(name string, v []float64) stat {
 	return s
 }
 
-type benchSummary struct {
-	Runs int `json:"runs"`
-	// Phases: ms since exec (process-start = exec to main()).
-	Phases []stat `json:"phases_ms_since_exec"`
-	// Memory in MiB: peak RSS (VmHWM), guest RAM touched, and their
-	// difference, the VMM's own overhead.
-	PeakRSS      stat `json:"peak_rss_mib"`
-	GuestTouched stat `json:"guest_touched_mib"`
-	Overhead     stat `json:"vmm_overhead_mib"`
-}
-
-func summarize(rs []*benchRun) benchSummary {
-	s := benchSummary{Runs: len(rs)}
-	names := make([]string, 0, len(benchPhases)+1)
+func summarize(rs []*benchRun) report.BenchSummary {
+	s := report.BenchSummary{Runs: len(rs)}
 	for _, p := range benchPhases {
-		names = append(names, string(p))
-	}
-	names = append(names, phaseProcessExit)
-	for _, n := range names {
 		var v []float64
 		for _, r := range rs {
-			if x, ok := r.phases[n]; ok {
+			if x, ok := r.phases[p]; ok {
 				v = append(v, x)
 			}
 		}
-		s.Phases = append(s.Phases, newStat(n, v))
+		s.Phases = append(s.Phases, newStat(string(p), v))
 	}
 	var peak, touched, over []float64
 	for _, r := range rs {
@@ -255,9 +253,19 @@ func summarize(rs []*benchRun) benchSummary {
 	return s
 }
 
-func printBench(w io.Writer, s benchSummary, f *vmFlags) {
-	fmt.Fprintf(w, "microvm bench: %d boots of %s + %s, %d vCPU, %s, guest command %q\n",
-		s.Runs, f.kernel, f.initrd, f.cpus, f.memory, benchCommand)
+func printBench(w io.Writer, s report.BenchSummary, f *vmFlags) {
+	var devices string
+	for _, d := range f.disks {
+		devices += ", --disk " + d
+	}
+	for _, n := range f.nets {
+		devices += ", --net " + n
+	}
+	if f.consoleKind != "serial" {
+		devices += ", --console " + f.consoleKind
+	}
+	fmt.Fprintf(w, "microvm bench: %d boots of %s + %s, %d vCPU, %s%s, guest command %q\n",
+		s.Runs, f.kernel, f.initrd, f.cpus, f.memory, devices, benchCommand)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "ms since exec\tmin\tmedian\tmax\t")
 	for _, p := range s.Phases {
@@ -268,31 +276,11 @@ func printBench(w io.Writer, s benchSummary, f *vmFlags) {
 		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.1f\t\n", p.Name, p.Min, p.Median, p.Max)
 	}
 	fmt.Fprintln(tw, "MiB\t\t\t\t")
-	for _, m := range []stat{s.PeakRSS, s.GuestTouched, s.Overhead} {
+	for _, m := range []report.Stat{s.PeakRSS, s.GuestTouched, s.Overhead} {
 		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t\n", m.Name, m.Min, m.Median, m.Max)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "process-start is exec to main(); VMM overhead = peak RSS (VmHWM) - guest RAM touched (mincore).")
-}
-
-// peakRSS is this process's peak resident set (VmHWM), falling back to
-// getrusage's maxrss.
-func peakRSS() uint64 {
-	if b, err := os.ReadFile("/proc/self/status"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if rest, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-				kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-				if err == nil {
-					return kb << 10
-				}
-			}
-		}
-	}
-	var ru unix.Rusage
-	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
-		return uint64(ru.Maxrss) << 10
-	}
-	return 0
 }
 
 // progress shows one status line: rewritten in place on a terminal,

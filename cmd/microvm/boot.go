@@ -13,6 +13,7 @@ import (
 
 	"github.com/microvm-dev/microvm"
 	"github.com/microvm-dev/microvm/internal/guard"
+	"github.com/microvm-dev/microvm/internal/report"
 	"github.com/spf13/pflag"
 )
 
@@ -236,25 +237,7 @@ func reportTimeline(f *vmFlags, res microvm.Result, code int) {
 		fmt.Fprintf(os.Stderr, "  exit: %s, code %d\n", res.Reason, code)
 	}
 	if f.json {
-		type phase struct {
-			Phase string  `json:"phase"`
-			MS    float64 `json:"ms"`
-		}
-		out := struct {
-			Reason       string  `json:"exit_reason"`
-			Code         int     `json:"exit_code"`
-			Detail       string  `json:"detail,omitempty"`
-			GuestStatus  int     `json:"guest_status"`
-			Timeline     []phase `json:"timeline"`
-			StartUnixNS  int64   `json:"start_unix_ns"`
-			PeakRSS      uint64  `json:"peak_rss_bytes"`
-			GuestTouched uint64  `json:"guest_touched_bytes"`
-		}{Reason: string(res.Reason), Code: code, Detail: res.Detail, GuestStatus: res.GuestStatus,
-			StartUnixNS: res.Start.UnixNano(), PeakRSS: peakRSS(), GuestTouched: res.GuestTouched}
-		for _, mk := range res.Timeline {
-			out.Timeline = append(out.Timeline, phase{string(mk.Phase), ms(mk.At)})
-		}
-		b, _ := json.Marshal(out)
+		b, _ := json.Marshal(report.NewBoot(res, code, report.PeakRSS()))
 		fmt.Fprintln(os.Stderr, string(b))
 	}
 }

@@ -15,43 +15,11 @@ import (
 
 	"github.com/microvm-dev/microvm"
 	"github.com/microvm-dev/microvm/internal/agent"
+	"github.com/microvm-dev/microvm/internal/report"
 )
 
-// vmSide is the VM column of `microvm compare`, every number measured on
-// this host in this run.
-type vmSide struct {
-	StartToInitMS   float64 `json:"start_to_init_ms"`
-	KernelBytes     int64   `json:"kernel_bytes"`
-	InitrdBytes     int64   `json:"initrd_bytes"`
-	DiskBytes       int64   `json:"disk_bytes"`
-	HostRSSBytes    uint64  `json:"host_rss_bytes"`
-	GuestRAMBytes   uint64  `json:"guest_ram_touched_bytes"`
-	OverheadBytes   uint64  `json:"vmm_overhead_rss_bytes"`
-	GuestMemory     uint64  `json:"guest_memory_bytes"`
-	MemAvailable    uint64  `json:"host_mem_available_bytes"`
-	GuestsFit       uint64  `json:"guests_fit"`
-	GuestRelease    string  `json:"guest_release"`
-	ImageRelease    string  `json:"kernel_image_release"`
-	HostRelease     string  `json:"host_release"`
-	RunsGivenKernel bool    `json:"runs_given_kernel"` // the guest reported the --kernel image's release
-}
-
-// containerSide is the container column, filled only by a working engine.
-type containerSide struct {
-	Engine        string  `json:"engine"`
-	Image         string  `json:"image"`
-	RunMS         float64 `json:"run_ms"` // `ENGINE run --rm IMAGE uname -r`, start to exit
-	ImageBytes    int64   `json:"image_bytes"`
-	Release       string  `json:"release"`
-	SharedKernel  bool    `json:"shared_kernel"`
-	UnmeasuredWhy string  `json:"unmeasured,omitempty"`
-}
-
 func runCompare(e *env, args []string) int {
-	var f vmFlags
-	fs := newFlags("compare")
-	f.register(fs, "")
-	fs.Lookup("cmdline").Usage = "extra kernel command line parameters"
+	fs, f := agentFlags("compare")
 	if done, code := parseFlags(fs, "compare [--kernel K] [--initrd I] [--memory M] [--json]", args); done {
 		return code
 	}
@@ -87,7 +55,7 @@ func runCompare(e *env, args []string) int {
 		os.Stderr.Write(res.BootLog)
 		return fail(max(res.ExitCode, microvm.CodeInternal), "compare: the guest did not run `uname -r` (exit: %s %s, err %v)", res.Reason, res.Detail, err)
 	}
-	v := vmSide{
+	v := report.VMSide{
 		KernelBytes:   fileSize(cfg.Kernel),
 		InitrdBytes:   fileSize(cfg.Initrd),
 		HostRSSBytes:  res.HostRSS,
@@ -97,7 +65,7 @@ func runCompare(e *env, args []string) int {
 		GuestRelease:  strings.TrimSpace(out.String()),
 		HostRelease:   agent.HostUname().Release,
 	}
-	if at, ok := timelineGet(res.Timeline, microvm.PhaseInit); ok {
+	if at, ok := report.PhaseAt(res.Timeline, microvm.PhaseInit); ok {
 		v.StartToInitMS = ms(at)
 	}
 	v.DiskBytes = v.KernelBytes + v.InitrdBytes
@@ -114,7 +82,7 @@ func runCompare(e *env, args []string) int {
 
 	c, note := measureContainer(e.ctx)
 	if f.json {
-		b, _ := json.MarshalIndent(map[string]any{"vm": v, "container": c, "container_note": note}, "", "  ")
+		b, _ := json.MarshalIndent(report.Compare{VM: v, Container: c, ContainerNote: note}, "", "  ")
 		fmt.Println(string(b))
 		return 0
 	}
@@ -125,7 +93,7 @@ func runCompare(e *env, args []string) int {
 		}
 		return s
 	}
-	cs := containerSide{}
+	cs := report.ContainerSide{}
 	if c != nil {
 		cs = *c
 	}
@@ -143,7 +111,7 @@ func runCompare(e *env, args []string) int {
 	return 0
 }
 
-func givenKernel(v vmSide) string {
+func givenKernel(v report.VMSide) string {
 	if !v.RunsGivenKernel {
 		return fmt.Sprintf("not shown: guest reported %q, the image says %q", v.GuestRelease, v.ImageRelease)
 	}
@@ -191,7 +159,7 @@ func fileSize(p string) int64 {
 // measureContainer runs `uname -r` in a container if docker or podman is
 // installed, its daemon answers and an image is already present (there may
 // be no network to pull one). Otherwise it returns nil and why.
-func measureContainer(ctx context.Context) (*containerSide, string) {
+func measureContainer(ctx context.Context) (*report.ContainerSide, string) {
 	var why []string
 	for _, engine := range []string{"docker", "podman"} {
 		if _, err := exec.LookPath(engine); err != nil {
@@ -223,7 +191,7 @@ func measureContainer(ctx context.Context) (*containerSide, string) {
 			why = append(why, engine+": no local image to run (and none is pulled)")
 			continue
 		}
-		c := &containerSide{Engine: engine, Image: img}
+		c := &report.ContainerSide{Engine: engine, Image: img}
 		t0 := time.Now()
 		rel, err := run("run", "--rm", img, "uname", "-r")
 		if err != nil {

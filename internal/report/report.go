@@ -1,0 +1,88 @@
+// Package report declares, once, the JSON that microvm's commands print and
+// that bench/runner and the tests read back:
+//
+//	Boot          `microvm boot|run --json`, one line on stderr at exit
+//	BenchSummary  `microvm bench --json`, one object on stdout
+//	Compare       `microvm compare --json`, one object on stdout
+//
+// The field names are the wire format: renaming one breaks every reader.
+package report
+
+import (
+	"time"
+
+	"github.com/microvm-dev/microvm"
+)
+
+// Phase is one point of a boot timeline on the wire: the phase's name and
+// its time in ms since the timeline's zero.
+type Phase struct {
+	Phase string  `json:"phase"`
+	MS    float64 `json:"ms"`
+}
+
+// Timeline is a boot timeline on the wire, in the order the phases happened.
+type Timeline []Phase
+
+// TimelineOf turns a Result's timeline into its wire form; nil for none, so
+// that Boot.Timeline is JSON null, as it always was.
+func TimelineOf(marks []microvm.Mark) Timeline {
+	var t Timeline
+	for _, m := range marks {
+		t = append(t, Phase{Phase: string(m.Phase), MS: MS(m.At)})
+	}
+	return t
+}
+
+// MS returns when phase p happened, in ms since the timeline's zero.
+func (t Timeline) MS(p microvm.Phase) (float64, bool) {
+	for _, ph := range t {
+		if ph.Phase == string(p) {
+			return ph.MS, true
+		}
+	}
+	return 0, false
+}
+
+// PhaseAt returns when phase p happened in a Result's timeline.
+func PhaseAt(marks []microvm.Mark, p microvm.Phase) (time.Duration, bool) {
+	for _, m := range marks {
+		if m.Phase == p {
+			return m.At, true
+		}
+	}
+	return 0, false
+}
+
+// MS is d in milliseconds, to the microsecond: every ms figure on the wire.
+func MS(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// Boot is the `--json` report of `microvm boot` and `microvm run`.
+type Boot struct {
+	Reason      string `json:"exit_reason"` // microvm.ExitReason
+	Code        int    `json:"exit_code"`   // the process's exit code
+	Detail      string `json:"detail,omitempty"`
+	GuestStatus int    `json:"guest_status"` // the agent's status for the command, -1 for none
+	// Timeline is in ms since StartUnixNS (the process's start).
+	Timeline    Timeline `json:"timeline"`
+	StartUnixNS int64    `json:"start_unix_ns"`
+	// PeakRSS is the process's peak resident set (VmHWM, see PeakRSS);
+	// GuestTouched the guest RAM resident at exit (mincore).
+	PeakRSS      uint64 `json:"peak_rss_bytes"`
+	GuestTouched uint64 `json:"guest_touched_bytes"`
+}
+
+// NewBoot is the report of res for a process exiting with code whose peak
+// RSS is peakRSS.
+func NewBoot(res microvm.Result, code int, peakRSS uint64) Boot {
+	return Boot{
+		Reason:       string(res.Reason),
+		Code:         code,
+		Detail:       res.Detail,
+		GuestStatus:  res.GuestStatus,
+		Timeline:     TimelineOf(res.Timeline),
+		StartUnixNS:  res.Start.UnixNano(),
+		PeakRSS:      peakRSS,
+		GuestTouched: res.GuestTouched,
+	}
+}
