@@ -7,7 +7,8 @@
 //     (microvm.cmd=<EncodeCmd(argv)>);
 //   - the "@@microvm-uname {json}" line printed in microvm.uname=1 mode.
 //
-// The package is pure Go with no OS dependencies so the host can import it.
+// The package is pure Go (uname_linux.go aside, which both sides call) so
+// the host can import it.
 package agentproto
 
 import (

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,28 +13,12 @@ import (
 	"time"
 
 	"github.com/microvm-dev/microvm"
+	"github.com/microvm-dev/microvm/internal/agent"
+	"github.com/microvm-dev/microvm/internal/report"
 )
 
 // Tests of the Go API (package microvm), booting real guests in this
 // process, as a Go test that uses microvm would.
-
-// syncBuf is an io.Writer safe for the vCPU thread and the test to share.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // waitGoroutines waits until the goroutine count is back to base: a
 // finished VM leaves no vCPU, poller or input goroutine behind.
@@ -58,7 +41,7 @@ func TestAPIMicroGuest(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("reset", func(t *testing.T) {
-		var out syncBuf
+		var out agent.Capture
 		in, w := io.Pipe()
 		vm, err := microvm.Start(ctx, microvm.Config{
 			Kernel: filepath.Join(guests, "hello.elf"), Cmdline: "api=yes",
@@ -98,7 +81,7 @@ func TestAPIMicroGuest(t *testing.T) {
 		}
 	})
 	t.Run("cancel", func(t *testing.T) {
-		var out syncBuf
+		var out agent.Capture
 		cctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		vm, err := microvm.Start(cctx, microvm.Config{Kernel: filepath.Join(guests, "spin.elf"), Stdout: &out})
@@ -189,7 +172,7 @@ func TestLinuxAPI(t *testing.T) {
 	ready := make(chan struct{})
 	var once sync.Once
 	in, w := io.Pipe()
-	var out syncBuf
+	var out agent.Capture
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	vm, err := microvm.Start(ctx, microvm.Config{
@@ -241,20 +224,11 @@ func TestLinuxAPI(t *testing.T) {
 	if strings.Contains(out.String(), "Linux version") {
 		t.Error("the kernel log leaked into the command's output")
 	}
-	if at, ok := phaseAt(res.Timeline, microvm.PhaseInit); !ok || at <= 0 {
+	if at, ok := report.PhaseAt(res.Timeline, microvm.PhaseInit); !ok || at <= 0 {
 		t.Errorf("no init-reached in the timeline %v", res.Timeline)
 	}
-	if _, ok := phaseAt(res.Timeline, microvm.PhaseCommandDone); !ok {
+	if _, ok := report.PhaseAt(res.Timeline, microvm.PhaseCommandDone); !ok {
 		t.Errorf("no command-done in the timeline %v", res.Timeline)
 	}
 	waitGoroutines(t, base)
-}
-
-func phaseAt(ms []microvm.Mark, p microvm.Phase) (time.Duration, bool) {
-	for _, m := range ms {
-		if m.Phase == p {
-			return m.At, true
-		}
-	}
-	return 0, false
 }

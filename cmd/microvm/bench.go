@@ -64,17 +64,6 @@ func benchFlags() (*pflag.FlagSet, *vmFlags, *int) {
 	return fs, f, runs
 }
 
-// agentFlags is the flag set of a command whose guest runs a command
-// through the agent (bench, compare; run and uname are alike): the VM
-// flags, --cmdline being extra parameters for the agent's command line.
-func agentFlags(name string) (*pflag.FlagSet, *vmFlags) {
-	var f vmFlags
-	fs := newFlags(name)
-	f.register(fs, "")
-	fs.Lookup("cmdline").Usage = "extra kernel command line parameters"
-	return fs, &f
-}
-
 func runBench(_ *env, args []string) int {
 	fs, f, runs := benchFlags()
 	if done, code := parseFlags(fs, "bench [--runs N] [--kernel K] [--initrd I] [--cmdline STR] [--cpus N] [--memory M] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--timeout D] [--json]", args); done {

@@ -41,6 +41,17 @@ func (f *vmFlags) register(fs *pflag.FlagSet, defaultCmdline string) {
 	fs.StringVar(&f.consoleKind, "console", "serial", "guest console: serial (ttyS0) or virtio (hvc0, plus the agent channel)")
 }
 
+// agentFlags is the flag set of a command whose guest runs a command
+// through the agent (run, uname, bench, compare): the VM flags, --cmdline
+// being extra parameters for the agent's command line.
+func agentFlags(name string) (*pflag.FlagSet, *vmFlags) {
+	var f vmFlags
+	fs := newFlags(name)
+	f.register(fs, "")
+	fs.Lookup("cmdline").Usage = "extra kernel command line parameters"
+	return fs, &f
+}
+
 // config turns the flags into a microvm.Config; errors name the flag.
 func (f *vmFlags) config(start time.Time) (microvm.Config, error) {
 	mem, err := parseSize(f.memory)

@@ -37,7 +37,7 @@ func runCompare(e *env, args []string) int {
 		cfg.Timeout = 5 * time.Minute
 	}
 	fmt.Fprintln(os.Stderr, "microvm: compare: booting the guest to run `uname -r`...")
-	var out lineBuffer
+	var out agent.Capture
 	cfg.Stdout = &out
 	cfg.Command = []string{"uname", "-r"}
 	vm, err := microvm.Start(e.ctx, cfg)

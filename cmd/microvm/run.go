@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"sync"
 
 	"github.com/microvm-dev/microvm"
 )
@@ -13,10 +11,7 @@ import (
 const agentCmdline = microvm.AgentCmdline
 
 func runRun(e *env, args []string) int {
-	var f vmFlags
-	fs := newFlags("run")
-	f.register(fs, "")
-	fs.Lookup("cmdline").Usage = "extra kernel command line parameters"
+	fs, f := agentFlags("run")
 	if done, code := parseFlags(fs, "run [--kernel K] [--initrd I] [--cpus N] [--memory M] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--timeout D] -- CMD [ARGS...]", args); done {
 		return code
 	}
@@ -34,7 +29,7 @@ func runRun(e *env, args []string) int {
 	// The API streams only the command's own output; the kernel log comes
 	// back in BootLog if the guest never got as far as the agent.
 	cfg.Command = argv
-	res, code := execute(e, cfg, &f, false)
+	res, code := execute(e, cfg, f, false)
 	if res == nil {
 		return code
 	}
@@ -44,39 +39,4 @@ func runRun(e *env, args []string) int {
 		fmt.Fprintf(os.Stderr, "microvm: guest %s before the command reported an exit status\n", res.Reason)
 	}
 	return code
-}
-
-func joinCmdline(parts ...string) string {
-	var b bytes.Buffer
-	for _, p := range parts {
-		if p == "" {
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(p)
-	}
-	return b.String()
-}
-
-// lineBuffer collects console output for parsing after the run.
-type lineBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lineBuffer) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.buf.Len() < 4<<20 {
-		l.buf.Write(b)
-	}
-	return len(b), nil
-}
-
-func (l *lineBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }

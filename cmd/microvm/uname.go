@@ -11,13 +11,11 @@ import (
 	"github.com/microvm-dev/microvm"
 	"github.com/microvm-dev/microvm/agentproto"
 	"github.com/microvm-dev/microvm/internal/agent"
+	"github.com/microvm-dev/microvm/internal/report"
 )
 
 func runUname(e *env, args []string) int {
-	var f vmFlags
-	fs := newFlags("uname")
-	f.register(fs, "")
-	fs.Lookup("cmdline").Usage = "extra kernel command line parameters"
+	fs, f := agentFlags("uname")
 	hostOnly := fs.Bool("host-only", false, "print only this host's uname (with --json: the guest agent's format); boots nothing")
 	if done, code := parseFlags(fs, "uname [--kernel K] [--initrd I] [--json] [--host-only]", args); done {
 		return code
@@ -41,12 +39,12 @@ func runUname(e *env, args []string) int {
 	if err != nil {
 		return failErr(err)
 	}
-	cfg.Cmdline = joinCmdline(microvm.CmdlineFor(agentCmdline, cfg.VirtioConsole), f.cmdline, agent.UnameParams)
-	var out lineBuffer
+	cfg.Cmdline = agent.Cmdline(microvm.CmdlineFor(agentCmdline, cfg.VirtioConsole), f.cmdline, agent.UnameParams)
+	var out agent.Capture
 	cfg.Stdout = &out
 	asJSON := f.json
 	f.json = false // --json here means the uname result, not the timeline
-	res, code := execute(e, cfg, &f, false)
+	res, code := execute(e, cfg, f, false)
 	if res == nil {
 		return code
 	}
@@ -59,7 +57,7 @@ func runUname(e *env, args []string) int {
 		return fail(code, "guest did not report its uname (exit: %s): is the initrd's agent missing?", res.Reason)
 	}
 	host := agent.HostUname()
-	toInit, _ := timelineGet(res.Timeline, microvm.PhaseInit)
+	toInit, _ := report.PhaseAt(res.Timeline, microvm.PhaseInit)
 	cols := []column{{"host", host}, {"guest (microvm)", guest}}
 	if outer := os.Getenv("MICROVM_OUTER_HOST"); outer != "" {
 		// Inside the nested test harness the "host" is the L1 VM; the
@@ -107,15 +105,6 @@ func runUname(e *env, args []string) int {
 type column struct {
 	name string
 	u    agentproto.Uname
-}
-
-func timelineGet(marks []microvm.Mark, p microvm.Phase) (time.Duration, bool) {
-	for _, m := range marks {
-		if m.Phase == p {
-			return m.At, true
-		}
-	}
-	return 0, false
 }
 
 func fmtUptime(s float64) string {

@@ -260,17 +260,11 @@ func exitStatus(ps *os.ProcessState) int {
 }
 
 func unameInfo() (agentproto.Uname, error) {
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		return agentproto.Uname{}, fmt.Errorf("uname: %w", err)
+	u, err := agentproto.LocalUname()
+	if err != nil {
+		return u, fmt.Errorf("uname: %w", err)
 	}
-	return agentproto.Uname{
-		Sysname:  unix.ByteSliceToString(uts.Sysname[:]),
-		Nodename: unix.ByteSliceToString(uts.Nodename[:]),
-		Release:  unix.ByteSliceToString(uts.Release[:]),
-		Version:  unix.ByteSliceToString(uts.Version[:]),
-		Machine:  unix.ByteSliceToString(uts.Machine[:]),
-	}, nil
+	return u, nil
 }
 
 // uptime returns seconds since boot from /proc/uptime.

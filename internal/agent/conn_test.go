@@ -180,3 +180,16 @@ func TestFindUname(t *testing.T) {
 		t.Error("found a uname in output without one")
 	}
 }
+
+func TestCaptureBounded(t *testing.T) {
+	var c Capture
+	chunk := bytes.Repeat([]byte("y"), 1<<20)
+	for i := 0; i < 6; i++ {
+		if n, err := c.Write(chunk); n != len(chunk) || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+	}
+	if got := len(c.String()); got != captureMax {
+		t.Errorf("kept %d bytes, want %d", got, captureMax)
+	}
+}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"io"
+	"strings"
 
 	"github.com/microvm-dev/microvm/agentproto"
 	"github.com/microvm-dev/microvm/internal/vmm"
@@ -25,4 +26,16 @@ func Channel(cmd []string) *vmm.Channel {
 			return NewConn(cmd, e.Port, e.Milestone, e.Logf, e.Fatal)
 		},
 	}
+}
+
+// Cmdline joins kernel command-line parts with single spaces, leaving out
+// the empty ones.
+func Cmdline(parts ...string) string {
+	var kept []string
+	for _, p := range parts {
+		if p != "" {
+			kept = append(kept, p)
+		}
+	}
+	return strings.Join(kept, " ")
 }

@@ -25,16 +25,10 @@ func FindUname(out string) (agentproto.Uname, bool) {
 
 // HostUname is this host's uname in the agent's format.
 func HostUname() agentproto.Uname {
-	var u unix.Utsname
-	_ = unix.Uname(&u)
+	u, _ := agentproto.LocalUname()
 	var si unix.Sysinfo_t
-	_ = unix.Sysinfo(&si)
-	return agentproto.Uname{
-		Sysname:  unix.ByteSliceToString(u.Sysname[:]),
-		Nodename: unix.ByteSliceToString(u.Nodename[:]),
-		Release:  unix.ByteSliceToString(u.Release[:]),
-		Version:  unix.ByteSliceToString(u.Version[:]),
-		Machine:  unix.ByteSliceToString(u.Machine[:]),
-		UptimeS:  float64(si.Uptime),
+	if unix.Sysinfo(&si) == nil {
+		u.UptimeS = float64(si.Uptime)
 	}
+	return u
 }

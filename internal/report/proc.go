@@ -1,10 +1,7 @@
 package report
 
 import (
-	"os"
-	"strconv"
-	"strings"
-
+	"github.com/microvm-dev/microvm/internal/procstat"
 	"golang.org/x/sys/unix"
 )
 
@@ -13,15 +10,8 @@ import (
 // process's own memory since exec, falling back to getrusage's maxrss
 // (which after exec can still hold the parent's high-water mark).
 func PeakRSS() uint64 {
-	if b, err := os.ReadFile("/proc/self/status"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if rest, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-				kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-				if err == nil {
-					return kb << 10
-				}
-			}
-		}
+	if v, ok := procstat.Bytes("VmHWM"); ok {
+		return v
 	}
 	var ru unix.Rusage
 	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {

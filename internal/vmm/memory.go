@@ -98,16 +98,6 @@ func (m *Memory) Write(gpa uint64, b []byte) error {
 	return nil
 }
 
-// Read copies guest memory at gpa into b.
-func (m *Memory) Read(gpa uint64, b []byte) error {
-	s, err := m.Slice(gpa, uint64(len(b)))
-	if err != nil {
-		return err
-	}
-	copy(b, s)
-	return nil
-}
-
 // Resident returns how many bytes of guest RAM the host has backed with
 // pages (mincore(2)): with MAP_NORESERVE that is what the guest touched.
 func (m *Memory) Resident() uint64 {

@@ -86,13 +86,7 @@ func (r *runner) loop() vcpuExit {
 			}
 			for i := 0; i < count; i++ {
 				d := v.run[off+uint64(i*size) : off+uint64((i+1)*size)]
-				var err error
-				if dir == 1 {
-					_, err = r.pio.Write(port, d)
-				} else {
-					_, err = r.pio.Read(port, d)
-				}
-				if err != nil {
+				if err := access(r.pio, dir == 1, port, d); err != nil {
 					return vcpuExit{reason: ExitError, err: err}
 				}
 			}
@@ -102,14 +96,7 @@ func (r *runner) loop() vcpuExit {
 			if n > 8 {
 				n = 8
 			}
-			d := u[8 : 8+n]
-			var err error
-			if u[20] != 0 {
-				_, err = r.mmio.Write(addr, d)
-			} else {
-				_, err = r.mmio.Read(addr, d)
-			}
-			if err != nil {
+			if err := access(r.mmio, u[20] != 0, addr, u[8:8+n]); err != nil {
 				return vcpuExit{reason: ExitError, err: err}
 			}
 		case exitHLT:
@@ -141,6 +128,17 @@ func (r *runner) loop() vcpuExit {
 		}
 	}
 	return vcpuExit{reason: ExitStopped}
+}
+
+// access performs one guest read or write of d at addr on bus b.
+func access(b *devices.Bus, write bool, addr uint64, d []byte) error {
+	var err error
+	if write {
+		_, err = b.Write(addr, d)
+	} else {
+		_, err = b.Read(addr, d)
+	}
+	return err
 }
 
 // kvmRunRaw is KVM_RUN without the Go runtime's syscall bookkeeping

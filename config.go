@@ -1,0 +1,152 @@
+package microvm
+
+import (
+	"io"
+	"strings"
+	"time"
+
+	"github.com/microvm-dev/microvm/internal/agent"
+	"github.com/microvm-dev/microvm/internal/vmm"
+	"github.com/microvm-dev/microvm/internal/vmm/layout"
+)
+
+// Kernel command lines. DefaultCmdline is used for a plain boot when
+// Config.Cmdline is empty; AgentCmdline starts the command line of a guest
+// driven by the guest agent (Config.Command): quiet, reset through the
+// i8042 on reboot, an immediate reboot (reported as a crash) on panic.
+const (
+	DefaultCmdline = "console=ttyS0 reboot=k panic=-1"
+	AgentCmdline   = "console=ttyS0 reboot=k panic=-1 quiet"
+)
+
+// Defaults for the zero values of Config.CPUs and Config.Memory.
+const (
+	DefaultCPUs   = 1
+	DefaultMemory = 256 * layout.MiB
+)
+
+// The bounds of Config.Memory.
+const (
+	MinMemory = layout.MinMemory
+	MaxMemory = layout.MaxMemory
+)
+
+// Config describes one guest. Only Kernel is required.
+type Config struct {
+	Kernel string // bzImage or ELF64 vmlinux
+	Initrd string // initramfs; for Command it must hold the microvm guest agent
+	// Cmdline is the kernel command line (default DefaultCmdline). With
+	// Command set it holds extra parameters appended to AgentCmdline.
+	Cmdline string
+	CPUs    int    // vCPUs (default 1)
+	Memory  uint64 // guest RAM in bytes (default 256 MiB)
+
+	// Command, if set, is run in the guest by the guest agent; the guest
+	// powers off when it ends and Result.ExitCode is its exit status.
+	Command []string
+
+	// Stdin is fed to the guest's serial console (nil: no input). A Read
+	// still blocked when the guest ends is left to return on its own.
+	Stdin io.Reader
+	// Stdout receives the guest's serial console output (nil: discarded).
+	// With Command, only the command's output is passed on; the boot log
+	// is kept in Result.BootLog if the agent never became ready.
+	Stdout io.Writer
+
+	// Timeout stops the guest after this long (0: no limit), ending with
+	// ExitTimeout. A deadline on Start's context does the same.
+	Timeout time.Duration
+	// Started is when the boot began, for the timeline (default: Start's
+	// call). The CLI passes its process start.
+	Started time.Time
+	// OnMilestone, if set, sees every milestone (boot/debug port writes on
+	// a vCPU thread, agent-channel messages on a device goroutine).
+	OnMilestone func(code uint8, value uint32)
+
+	// Disks are attached as virtio-blk (vda, vdb, ...), Nets as virtio-net
+	// (eth0, ...) on host TAP devices.
+	Disks []Disk
+	Nets  []NetIf
+	// VirtioConsole makes hvc0 (virtio-console) the guest console and adds
+	// the agent channel, over which Command, milestones and the exit
+	// status then travel instead of the kernel command line.
+	VirtioConsole bool
+}
+
+// Disk is a raw disk image for virtio-blk; NetIf a TAP for virtio-net.
+type (
+	Disk  = vmm.Disk
+	NetIf = vmm.NetIf
+)
+
+// CmdlineFor returns base (DefaultCmdline or AgentCmdline) with its
+// console= set for the chosen console device.
+func CmdlineFor(base string, virtioConsole bool) string {
+	if virtioConsole {
+		return strings.Replace(base, "console=ttyS0", "console=hvc0", 1)
+	}
+	return base
+}
+
+// engineConfig turns cfg into the engine's config, defaults applied; with
+// Command it also returns the gate that passes on only the command's output.
+func (cfg Config) engineConfig() (vmm.Config, *agent.Gate, error) {
+	vc := vmm.Config{
+		Kernel:        cfg.Kernel,
+		Initrd:        cfg.Initrd,
+		Cmdline:       cfg.Cmdline,
+		CPUs:          cfg.CPUs,
+		Memory:        cfg.Memory,
+		Stdout:        cfg.Stdout,
+		Started:       cfg.Started,
+		OnMilestone:   cfg.OnMilestone,
+		Disks:         cfg.Disks,
+		Nets:          cfg.Nets,
+		VirtioConsole: cfg.VirtioConsole,
+	}
+	if vc.CPUs == 0 {
+		vc.CPUs = DefaultCPUs
+	}
+	if vc.Memory == 0 {
+		vc.Memory = DefaultMemory
+	}
+	if vc.Started.IsZero() {
+		vc.Started = time.Now()
+	}
+	if cfg.Timeout < 0 {
+		return vc, nil, &InputError{What: "Timeout", Msg: "must not be negative"}
+	}
+	if cfg.VirtioConsole {
+		// The agent channel comes with the virtio console, with or without
+		// a command: a guest's own agent may use it.
+		vc.Channel = agent.Channel(cfg.Command)
+	}
+	if len(cfg.Command) == 0 {
+		if vc.Cmdline == "" {
+			vc.Cmdline = CmdlineFor(DefaultCmdline, cfg.VirtioConsole)
+		}
+		if cfg.VirtioConsole {
+			vc.Cmdline = agent.Cmdline(vc.Cmdline, agent.Params(nil, true))
+		}
+		return vc, nil, nil
+	}
+	if cfg.Command[0] == "" {
+		return vc, nil, &InputError{What: "Command", Msg: "the command name is empty"}
+	}
+	// The command goes on the kernel command line, or over the agent
+	// channel with VirtioConsole.
+	vc.Cmdline = agent.Cmdline(CmdlineFor(AgentCmdline, cfg.VirtioConsole), cfg.Cmdline, agent.Params(cfg.Command, cfg.VirtioConsole))
+	out := cfg.Stdout
+	if out == nil {
+		out = io.Discard
+	}
+	gate := agent.NewGate(out)
+	vc.Stdout = gate
+	vc.OnMilestone = func(code uint8, value uint32) {
+		gate.Milestone(code)
+		if cfg.OnMilestone != nil {
+			cfg.OnMilestone(code, value)
+		}
+	}
+	return vc, gate, nil
+}
