@@ -58,9 +58,6 @@ func (f *vmFlags) config(start time.Time) (microvm.Config, error) {
 	if err != nil {
 		return microvm.Config{}, &microvm.InputError{What: "--memory", Msg: err.Error()}
 	}
-	if f.timeout < 0 {
-		return microvm.Config{}, &microvm.InputError{What: "--timeout", Msg: "must not be negative"}
-	}
 	// The API reads zero as "default"; on the command line it is an error.
 	if f.cpus < 1 {
 		return microvm.Config{}, &microvm.InputError{What: "--cpus", Msg: fmt.Sprintf("%d is out of range: need 1 to 254", f.cpus)}

@@ -226,19 +226,8 @@ func (b *builder) legacyDevices() error {
 	m.serial.OnFirstByte = func() { m.timeline.Mark(PhaseFirstOutput) }
 	i8042 := &devices.I8042{OnReset: func() { m.guestStopped(vcpuExit{reason: ExitReset}) }}
 	debug := &devices.DebugPort{OnMilestone: m.milestone}
-	for _, d := range []struct {
-		name       string
-		base, size uint64
-		irq        uint32
-		dev        devices.Device
-	}{
-		{"com1", layout.COM1Port, layout.COM1Size, layout.COM1IRQ, m.serial},
-		{"i8042", layout.I8042Port, layout.I8042CmdPort - layout.I8042Port + 1, 0, i8042},
-		{"debug", layout.DebugPort, layout.DebugPortSize, 0, debug},
-	} {
-		if err := m.devices.AddPIO(d.name, d.base, d.size, d.irq, d.dev); err != nil {
-			return err
-		}
+	if err := m.devices.AddLegacy(Legacy{COM1: m.serial, I8042: i8042, Debug: debug}); err != nil {
+		return err
 	}
 	if c := m.consoles.console; c != nil {
 		c.OnFirstByte = func() { m.timeline.Mark(PhaseFirstOutput) }

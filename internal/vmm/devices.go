@@ -60,12 +60,30 @@ func newDeviceManager() *DeviceManager {
 	return &DeviceManager{pio: devices.NewBus("pio"), mmio: devices.NewBus("mmio")}
 }
 
-// AddPIO puts a legacy device on the I/O port bus at its layout address.
-func (dm *DeviceManager) AddPIO(name string, base, size uint64, irq uint32, dev devices.Device) error {
-	if err := dm.pio.Register(name, base, size, dev); err != nil {
-		return err
+// Legacy are the PC devices every machine has, each at its fixed place in
+// the layout table: COM1 (a 16550A on IRQ 4), the i8042 (for its reset
+// line) and the boot/debug port.
+type Legacy struct {
+	COM1, I8042, Debug devices.Device
+}
+
+// AddLegacy puts the legacy devices on the I/O port bus.
+func (dm *DeviceManager) AddLegacy(l Legacy) error {
+	for _, d := range []struct {
+		name       string
+		base, size uint64
+		irq        uint32
+		dev        devices.Device
+	}{
+		{"com1", layout.COM1Port, layout.COM1Size, layout.COM1IRQ, l.COM1},
+		{"i8042", layout.I8042Port, layout.I8042CmdPort - layout.I8042Port + 1, 0, l.I8042},
+		{"debug", layout.DebugPort, layout.DebugPortSize, 0, l.Debug},
+	} {
+		if err := dm.pio.Register(d.name, d.base, d.size, d.dev); err != nil {
+			return err
+		}
+		dm.infos = append(dm.infos, DeviceInfo{Name: d.name, Kind: PIODevice, Base: d.base, Size: d.size, IRQ: d.irq})
 	}
-	dm.infos = append(dm.infos, DeviceInfo{Name: name, Kind: PIODevice, Base: base, Size: size, IRQ: irq})
 	return nil
 }
 

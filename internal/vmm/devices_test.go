@@ -13,7 +13,8 @@ import (
 // command line announces exactly the virtio devices.
 func TestDeviceManager(t *testing.T) {
 	dm := newDeviceManager()
-	if err := dm.AddPIO("com1", layout.COM1Port, layout.COM1Size, layout.COM1IRQ, &devices.DebugPort{}); err != nil {
+	d := &devices.DebugPort{}
+	if err := dm.AddLegacy(Legacy{COM1: d, I8042: d, Debug: d}); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"virtio-console", "virtio-blk vda", "virtio-rng"} {
@@ -26,15 +27,15 @@ func TestDeviceManager(t *testing.T) {
 		t.Errorf("Cmdline() = %q\nwant        %q", got, want)
 	}
 	got := dm.Devices()
-	if len(got) != 4 || got[0].Kind != PIODevice || got[0].Base != 0x3f8 || got[0].IRQ != 4 {
+	if len(got) != 6 || got[0].Kind != PIODevice || got[0].Base != 0x3f8 || got[0].IRQ != 4 || got[2].Base != 0x3f0 {
 		t.Fatalf("devices %+v", got)
 	}
-	if d := got[3]; d.Name != "virtio-rng" || d.Kind != VirtioMMIODevice || d.Base != 0xd0002000 || d.Size != 0x1000 || d.IRQ != 7 || d.VirtioID != 4 {
+	if d := got[5]; d.Name != "virtio-rng" || d.Kind != VirtioMMIODevice || d.Base != 0xd0002000 || d.Size != 0x1000 || d.IRQ != 7 || d.VirtioID != 4 {
 		t.Errorf("rng record %+v", d)
 	}
-	// An overlapping legacy device is refused by the bus.
-	if err := dm.AddPIO("com1 again", layout.COM1Port+2, 1, 0, &devices.DebugPort{}); err == nil {
-		t.Error("overlapping PIO device accepted")
+	// The legacy devices have fixed places: a second set overlaps them.
+	if err := dm.AddLegacy(Legacy{COM1: d, I8042: d, Debug: d}); err == nil {
+		t.Error("second set of legacy devices accepted")
 	}
 }
 
