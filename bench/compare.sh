@@ -26,6 +26,8 @@
 #                        comparison boot gets its own L1 and 6 minutes:
 #                        a frozen L1 is stopped and reported, the rest go on)
 #   PIO_PROFILE=FILE     write a CPU profile of microvm's PIO runs (direct mode only)
+#   BENCH_PROFILE=0      skip the boot profile (one verbose boot of microvm and
+#                        QEMU each with initcall_debug; on by default with qemu)
 #   MICROVM_FORCE_NESTED=1  use the nested harness even where direct works
 set -euo pipefail
 
@@ -128,7 +130,9 @@ fi
 
 log "[4/4] running the benchmarks ($KVM_MODE)"
 if [[ $KVM_MODE == direct ]]; then
-	"$WORK/runner" "${runner_args[@]}"
+	profile=()
+	[[ " $PEERS " != *" qemu "* || ${BENCH_PROFILE:-1} != 1 ]] || profile=(--profile)
+	"$WORK/runner" "${runner_args[@]}" "${profile[@]}"
 	exit 0
 fi
 "$GO" build -o "$WORK/l1run" ./tests/nested/l1run
@@ -161,6 +165,13 @@ run_l1() {
 
 # The exit path, micro-guest start-up and microvm bench in one L1.
 run_l1 "${TIMEOUT_MIN}m" --rounds 0 || echo "bench: the exit-path and microvm bench L1 run failed (see above)"
+
+# The boot profile (issue 17): one verbose boot of microvm and of QEMU in one
+# fresh L1, and where their guests' boot logs differ most.
+if [[ " $PEERS " == *" qemu "* && ${BENCH_PROFILE:-1} == 1 ]]; then
+	run_l1 10m --pio-guest "" --bench-runs 0 --rounds 0 --profile ||
+		echo "bench: the boot-profile L1 run failed (see above)"
+fi
 
 # The comparison: one fresh L1 per boot. Under QEMU TCG an L1 that has
 # already run Linux guests was seen to freeze while starting the next one

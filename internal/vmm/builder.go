@@ -173,8 +173,9 @@ func (b *builder) memory() error {
 }
 
 // load places the kernel, initrd, command line, zero page and the boot-time
-// tables in guest memory. The kernel and initrd are read straight into guest
-// memory, never into the heap: they would count as VMM overhead.
+// tables in guest memory. The kernel and initrd never pass through the heap
+// (they would count as VMM overhead), and where their files allow it they are
+// not copied at all but mapped (Memory.Place).
 func (b *builder) load() error {
 	mem, k := b.m.mem, b.kernel
 	if err := k.Load(mem); err != nil {
@@ -182,11 +183,7 @@ func (b *builder) load() error {
 	}
 	bp := k.BootParams()
 	if b.initrd != nil {
-		dst, err := mem.Slice(b.initrdAddr, b.initrdSize)
-		if err == nil {
-			_, err = b.initrd.ReadAt(dst, 0)
-		}
-		if err != nil {
+		if err := mem.Place(b.initrdAddr, b.initrd, 0, b.initrdSize); err != nil {
 			return fmt.Errorf("initrd %s: %w", b.m.cfg.Initrd, err)
 		}
 		bp.SetRamdisk(b.initrdAddr, b.initrdSize)
