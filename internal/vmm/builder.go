@@ -205,6 +205,7 @@ func (b *builder) load() error {
 	if err := mem.Write(layout.MPTableAddr, boot.MPTable(layout.MPTableAddr, b.m.cfg.CPUs)); err != nil {
 		return fmt.Errorf("write MP table: %w", err)
 	}
+	mem.Populate()
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"unsafe"
 
 	"github.com/microvm-dev/microvm/internal/vmm/boot"
@@ -23,6 +24,9 @@ type Region struct {
 type Memory struct {
 	mapping []byte
 	Regions []Region
+
+	mapped     [][]byte       // ranges Place mapped from files, in order
+	populating sync.WaitGroup // the background populate (Populate)
 }
 
 // Errors for guest addresses that are not RAM.
@@ -67,6 +71,7 @@ func (m *Memory) Close() error {
 	if m.mapping == nil {
 		return nil
 	}
+	m.populating.Wait() // never madvise a range after it is unmapped
 	err := unix.Munmap(m.mapping)
 	m.mapping = nil
 	return err
@@ -164,6 +169,7 @@ func (m *Memory) Place(gpa uint64, src io.ReaderAt, off int64, n uint64) error {
 			}
 			if mapped {
 				done = whole
+				m.mapped = append(m.mapped, dst[:whole])
 			}
 		}
 	}
@@ -196,4 +202,33 @@ func mapOver(dst []byte, f *os.File, off int64) (bool, error) {
 		return false, fmt.Errorf("restore guest RAM after a failed file mapping: %w", err)
 	}
 	return false, nil
+}
+
+// Populate makes the pages Place mapped from files the guest's own, in the
+// background: MADV_POPULATE_WRITE (Linux 5.14) breaks each copy-on-write as a
+// write fault would, without changing a byte, so it cannot race with the
+// guest, which sees the file's contents either way.
+//
+// Measured in the nested harness (2026-12-02, 6 alternating boots each in
+// one L1, bzImage + 8 MiB initrd): mapping alone cut exec to the first
+// KVM_RUN from 1357 to 105 ms (medians) but raised exec to init from 11.7 to
+// 14.3 s, because the guest then faulted most of those pages twice, once to
+// read them and once, copy-on-write, when the memory the kernel freed after
+// unpacking the initramfs was reused, and every fault is a nested exit. With
+// the pages populated while the guest boots, the guest faults each once, as
+// it did on copied memory, and the VMM still does not wait for the copy.
+func (m *Memory) Populate() {
+	if len(m.mapped) == 0 {
+		return
+	}
+	ranges := m.mapped
+	m.mapped = nil
+	m.populating.Add(1)
+	go func() {
+		defer m.populating.Done()
+		for _, r := range ranges {
+			// EINVAL before Linux 5.14: the guest's own faults do it.
+			_ = unix.Madvise(r, unix.MADV_POPULATE_WRITE)
+		}
+	}()
 }

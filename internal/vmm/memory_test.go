@@ -154,6 +154,16 @@ func TestPlace(t *testing.T) {
 			got[0] ^= 0xff // the guest writes: copy-on-write, never the file
 		})
 	}
+	// Populating breaks the copy-on-write of every mapped page without
+	// changing a byte.
+	m.Populate()
+	m.populating.Wait()
+	for _, tt := range tests[:2] {
+		got, _ := m.Slice(tt.gpa, tt.n)
+		if !bytes.Equal(got[1:], data[tt.off+1:tt.off+int64(tt.n)]) {
+			t.Fatalf("%s: contents changed by Populate", tt.name)
+		}
+	}
 	// The aligned cases were mapped, not copied: the file shows in our maps.
 	if maps, _ := os.ReadFile("/proc/self/maps"); bytes.Count(maps, []byte(path)) < 2 {
 		t.Errorf("%s is not mapped into guest RAM:\n%s", path, maps)
