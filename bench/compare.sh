@@ -94,17 +94,20 @@ fi
 files=()
 if [[ $KVM_MODE == direct ]]; then
 	d=$WORK
-	kernel=$CACHE/$KIMG initrd=$CACHE/initrd.cpio pio=$WORK/guests/pio.elf
+	kernel=$CACHE/$KIMG initrd=$CACHE/initrd.cpio pio=$WORK/guests/pio.elf syms=$CACHE/vmlinux
 	note="running directly on this host: $KVM_MODE_REASON"
 else
 	d=/bench
-	kernel=$d/$KIMG initrd=$d/initrd.cpio pio=$d/pio.elf
+	kernel=$d/$KIMG initrd=$d/initrd.cpio pio=$d/pio.elf syms=$d/vmlinux
 	note="running inside the nested harness's L1 (QEMU TCG, -cpu max, kvm_amd), because $KVM_MODE_REASON: all numbers are nested, and slow"
 	for f in microvm runner pioloop gokvm; do
 		[[ -e $WORK/$f ]] && files+=(--file "$d/$f=$WORK/$f")
 	done
 	files+=(--file "$pio=$WORK/guests/pio.elf" --file "$kernel=$CACHE/$KIMG" --file "$initrd=$CACHE/initrd.cpio")
+	[[ $KIMG == vmlinux ]] || files+=(--file "$d/vmlinux=$CACHE/vmlinux")
 fi
+# The boot profile names initcalls from the same build's vmlinux symbols.
+runner_args+=(--profile-symbols "$syms")
 runner_args+=(--note "$note" --microvm "$d/microvm" --pioloop "$d/pioloop" --pio-guest "$pio"
 	--kernel "$kernel" --initrd "$initrd")
 [[ " $PEERS " != *" gokvm "* ]] || runner_args+=(--gokvm "$d/gokvm")

@@ -48,6 +48,7 @@ type options struct {
 	summarize            string
 	profile              bool
 	profileTop           int
+	profileSyms          string
 }
 
 // flags registers what every stage shares: the microvm binary and the

@@ -7,6 +7,7 @@ package main
 
 import (
 	"bufio"
+	"debug/elf"
 	"flag"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 func (o *options) profileFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.profile, "profile", false, "boot microvm and QEMU once each with initcall_debug and print where their guests' boots differ most")
 	fs.IntVar(&o.profileTop, "profile-top", 15, "how many of the largest differences to print")
+	fs.StringVar(&o.profileSyms, "profile-symbols", "", "ELF vmlinux whose symbols name the initcalls (default: --kernel, if it is an ELF)")
 }
 
 // profileCmdline is cmdline made verbose: every initcall timed, every
@@ -73,7 +75,7 @@ var initcallRE = regexp.MustCompile(`^initcall (\S+?)(\+0x[0-9a-f]+/0x[0-9a-f]+)
 // initcall, the kernel's time to start /init, the initramfs unpacking,
 // each calibration step, and, by the host's clock, exec to the first
 // console line and exec to the agent's first line.
-func profileOf(lines []logLine) map[string]float64 {
+func profileOf(lines []logLine, syms *symbols) map[string]float64 {
 	p := map[string]float64{}
 	var unpack float64 = -1
 	for i, l := range lines {
@@ -85,7 +87,7 @@ func profileOf(lines []logLine) map[string]float64 {
 		}
 		if m := initcallRE.FindStringSubmatch(l.text); m != nil {
 			us, _ := strconv.ParseFloat(m[4], 64)
-			p["initcall "+m[1]] += us / 1000
+			p["initcall "+syms.lookup(m[1])] += us / 1000
 			continue
 		}
 		if l.kern < 0 {
@@ -188,6 +190,14 @@ func bootProfile(s vmmSpec, o *options) ([]logLine, error) {
 
 // runProfile boots microvm and QEMU once each and prints where they differ.
 func runProfile(o *options) {
+	symPath := o.profileSyms
+	if symPath == "" {
+		symPath = o.kernel
+	}
+	syms, err := loadSymbols(symPath)
+	if err != nil {
+		progressf("profile: no kernel symbols (%v): initcalls stay addresses", err)
+	}
 	var logs []map[string]float64
 	var names []string
 	for _, s := range specs(o) {
@@ -200,7 +210,7 @@ func runProfile(o *options) {
 			progressf("profile: %s: %v", s.name, err)
 			return
 		}
-		p := profileOf(lines)
+		p := profileOf(lines, syms)
 		progressf("profile: %s: %d console lines, %d timed rows", s.name, len(lines), len(p))
 		logs, names = append(logs, p), append(names, s.name)
 	}
@@ -220,4 +230,49 @@ func msCell(v float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.1f", v)
+}
+
+// symbols names kernel addresses from an ELF image's symbol table: a kernel
+// without KALLSYMS prints each initcall as a bare address.
+type symbols struct {
+	addr []uint64
+	name []string
+}
+
+func loadSymbols(path string) (*symbols, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		return nil, err
+	}
+	var fn []elf.Symbol
+	for _, s := range syms {
+		if elf.ST_TYPE(s.Info) == elf.STT_FUNC && s.Value != 0 {
+			fn = append(fn, s)
+		}
+	}
+	sort.Slice(fn, func(i, j int) bool { return fn[i].Value < fn[j].Value })
+	t := &symbols{}
+	for _, s := range fn {
+		t.addr, t.name = append(t.addr, s.Value), append(t.name, s.Name)
+	}
+	return t, nil
+}
+
+// lookup returns the function holding a "0xffffffff81..." address, or s as
+// it is.
+func (t *symbols) lookup(s string) string {
+	a, err := strconv.ParseUint(strings.TrimPrefix(s, "0x"), 16, 64)
+	if t == nil || err != nil || !strings.HasPrefix(s, "0x") {
+		return s
+	}
+	i := sort.Search(len(t.addr), func(i int) bool { return t.addr[i] > a }) - 1
+	if i < 0 {
+		return s
+	}
+	return t.name[i]
 }

@@ -31,12 +31,12 @@ func TestProfileOf(t *testing.T) {
 	if len(lines) != 10 || lines[9].kern != -1 || lines[1].kern != 0.01 {
 		t.Fatalf("lines %+v", lines)
 	}
-	p := profileOf(lines)
+	p := profileOf(lines, nil)
 	want := map[string]float64{
-		"initcall pci_subsys_init":          1.2,
-		"initcall i8042_init":               500,
-		"kernel: initramfs unpacking":       500,
-		"kernel: boot to /init":             800,
+		"initcall pci_subsys_init":                    1.2,
+		"initcall i8042_init":                         500,
+		"kernel: initramfs unpacking":                 500,
+		"kernel: boot to /init":                       800,
 		"kernel: tsc: Fast TSC calibration using PIT": 20,
 	}
 	for k, v := range want {
@@ -60,5 +60,24 @@ func TestLargestDiffs(t *testing.T) {
 	}
 	if !math.IsNaN(rows[1].a) || rows[1].diff() != -200 {
 		t.Errorf("a row missing on one side: %+v diff %v", rows[1], rows[1].diff())
+	}
+}
+
+func TestSymbolLookup(t *testing.T) {
+	syms := &symbols{addr: []uint64{0xffffffff81000000, 0xffffffff81000100}, name: []string{"a_init", "b_init"}}
+	for in, want := range map[string]string{
+		"0xffffffff81000000": "a_init",
+		"0xffffffff810000ff": "a_init",
+		"0xffffffff81000105": "b_init",
+		"0x1000":             "0x1000",
+		"serial8250_init":    "serial8250_init",
+	} {
+		if got := syms.lookup(in); got != want {
+			t.Errorf("lookup(%s) = %s, want %s", in, got, want)
+		}
+	}
+	var none *symbols
+	if got := none.lookup("0xffffffff81000000"); got != "0xffffffff81000000" {
+		t.Errorf("no symbols: %s", got)
 	}
 }

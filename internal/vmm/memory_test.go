@@ -46,16 +46,21 @@ func TestMemorySlice(t *testing.T) {
 
 func TestCPUIDFilter(t *testing.T) {
 	in := []cpuidEntry{
-		{Function: 1, Ebx: 0xff00aaaa},
+		{Function: 1, Ebx: 0xff00aaaa, Ecx: 1 << 5},
 		{Function: 0xa, Eax: 7, Ebx: 7, Ecx: 7, Edx: 7},
+		{Function: 0x80000001, Ecx: 1<<2 | 1},
 		{Function: 0xb, Index: 1},
 	}
 	out := filterCPUID(in, 3, 4, true)
 	for _, e := range out {
 		switch e.Function {
 		case 1:
-			if e.Ebx>>24 != 3 || (e.Ebx>>16)&0xff != 4 || e.Ebx&0xffff != 0xaaaa || e.Ecx>>31 != 1 || e.Edx&(1<<28) == 0 || e.Ecx&(1<<24) == 0 {
-				t.Errorf("leaf 1 = %+v", e)
+			if e.Ebx>>24 != 3 || (e.Ebx>>16)&0xff != 4 || e.Ebx&0xffff != 0xaaaa || e.Ecx>>31 != 1 || e.Edx&(1<<28) == 0 || e.Ecx&(1<<24) == 0 || e.Ecx&(1<<5) != 0 {
+				t.Errorf("leaf 1 = %+v (want VMX hidden)", e)
+			}
+		case 0x80000001:
+			if e.Ecx != 1 {
+				t.Errorf("leaf 0x80000001 ECX = %#x, want SVM hidden, LAHF kept", e.Ecx)
 			}
 		case 0xa:
 			if e.Eax|e.Ebx|e.Ecx|e.Edx != 0 {
