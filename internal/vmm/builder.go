@@ -173,9 +173,8 @@ func (b *builder) memory() error {
 }
 
 // load places the kernel, initrd, command line, zero page and the boot-time
-// tables in guest memory. The kernel and initrd never pass through the heap
-// (they would count as VMM overhead), and where their files allow it they are
-// not copied at all but mapped (Memory.Place).
+// tables in guest memory. The kernel and initrd are read straight into guest
+// memory, never into the heap: they would count as VMM overhead.
 func (b *builder) load() error {
 	mem, k := b.m.mem, b.kernel
 	if err := k.Load(mem); err != nil {
@@ -183,7 +182,11 @@ func (b *builder) load() error {
 	}
 	bp := k.BootParams()
 	if b.initrd != nil {
-		if err := mem.Place(b.initrdAddr, b.initrd, 0, b.initrdSize); err != nil {
+		dst, err := mem.Slice(b.initrdAddr, b.initrdSize)
+		if err == nil {
+			_, err = b.initrd.ReadAt(dst, 0)
+		}
+		if err != nil {
 			return fmt.Errorf("initrd %s: %w", b.m.cfg.Initrd, err)
 		}
 		bp.SetRamdisk(b.initrdAddr, b.initrdSize)
@@ -205,7 +208,6 @@ func (b *builder) load() error {
 	if err := mem.Write(layout.MPTableAddr, boot.MPTable(layout.MPTableAddr, b.m.cfg.CPUs)); err != nil {
 		return fmt.Errorf("write MP table: %w", err)
 	}
-	mem.Populate()
 	return nil
 }
 

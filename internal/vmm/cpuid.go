@@ -10,11 +10,6 @@ import "math/bits"
 // ECX[24]"). With it Linux skips calibrate_APIC_clock, which spins with
 // PAUSE until 25 PIT ticks have been injected: a boot-time cost, and the
 // loop in which nested L1s were seen frozen (tests/nested/NOTES.md).
-// nestedVirt: the guest is offered neither VMX nor SVM, so a kernel built
-// with KVM (ours is: it doubles as the nested harness's L1) does not set up
-// a hypervisor nobody will use. Measured with the boot profile (make bench,
-// 2026-12-02, nested): svm_init took 2865 ms of microvm's guest boot (1604 ms
-// under QEMU -cpu host), the largest single difference between the two.
 func filterCPUID(supported []cpuidEntry, id, ncpus int, tscDeadline bool) []cpuidEntry {
 	out := make([]cpuidEntry, 0, len(supported)+2)
 	coreBits := uint32(bits.Len(uint(ncpus - 1)))
@@ -23,7 +18,6 @@ func filterCPUID(supported []cpuidEntry, id, ncpus int, tscDeadline bool) []cpui
 		switch e.Function {
 		case 1:
 			e.Ecx |= 1 << 31 // hypervisor present
-			e.Ecx &^= 1 << 5 // no VMX: see nestedVirt
 			e.Ebx = e.Ebx&0x0000ffff | uint32(id)<<24 | uint32(ncpus)<<16
 			if ncpus > 1 {
 				e.Edx |= 1 << 28 // HTT: the logical count field is valid
@@ -62,7 +56,6 @@ func filterCPUID(supported []cpuidEntry, id, ncpus int, tscDeadline bool) []cpui
 			e.Ebx, e.Ecx, e.Edx = 0x4b4d564b, 0x564b4d56, 0x0000004d
 		case 0x80000001:
 			e.Ecx &^= 1 << 1 // CmpLegacy: no legacy HTT
-			e.Ecx &^= 1 << 2 // no SVM: see nestedVirt
 		case 0x80000008:
 			e.Ecx = e.Ecx&^0xf0ff | uint32(ncpus-1) | coreBits<<12
 		}

@@ -208,17 +208,18 @@ func (k *Kernel) CheckFits(memSize uint64) error {
 	return nil
 }
 
-// Load places the kernel's segments in guest memory (after CheckFits).
+// Load reads the kernel's segments into guest memory (after CheckFits).
 // mem must be fresh, zeroed RAM, as a new guest's is: a segment's bss (memsz
 // beyond filesz) is left as it is instead of being cleared, which would
 // fault in every one of its pages before the guest needs them.
 func (k *Kernel) Load(mem Mem) error {
 	for _, s := range k.segments {
-		if _, err := mem.Slice(s.paddr, s.memsz); err != nil {
+		dst, err := mem.Slice(s.paddr, s.memsz)
+		if err != nil {
 			return fmt.Errorf("load %s: segment at %#x: %w", k.Path, s.paddr, err)
 		}
-		if err := mem.Place(s.paddr, s.src, s.off, s.filesz); err != nil {
-			return fmt.Errorf("load %s: segment at file offset %#x: %w", k.Path, s.off, err)
+		if _, err := s.src.ReadAt(dst[:s.filesz], s.off); err != nil {
+			return fmt.Errorf("load %s: read segment at file offset %#x: %w", k.Path, s.off, err)
 		}
 	}
 	return nil

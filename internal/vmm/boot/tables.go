@@ -8,7 +8,6 @@ package boot
 import (
 	"encoding/binary"
 	"fmt"
-	"io"
 
 	"github.com/microvm-dev/microvm/internal/vmm/layout"
 )
@@ -158,7 +157,4 @@ const MPTableMaxCPUs = (layout.HighMemStart - layout.EBDAStart - 16 - 44 - 8 - 8
 type Mem interface {
 	Write(gpa uint64, b []byte) error
 	Slice(gpa, n uint64) ([]byte, error)
-	// Place puts n bytes of src from offset off at gpa: by mapping a file's
-	// pages where it can, else by reading them in.
-	Place(gpa uint64, src io.ReaderAt, off int64, n uint64) error
 }

@@ -3,7 +3,6 @@ package boot
 import (
 	"encoding/binary"
 	"fmt"
-	"io"
 	"reflect"
 	"testing"
 
@@ -24,14 +23,6 @@ func (m fakeMem) Write(gpa uint64, b []byte) error {
 	d, err := m.Slice(gpa, uint64(len(b)))
 	if err == nil {
 		copy(d, b)
-	}
-	return err
-}
-
-func (m fakeMem) Place(gpa uint64, src io.ReaderAt, off int64, n uint64) error {
-	d, err := m.Slice(gpa, n)
-	if err == nil {
-		_, err = src.ReadAt(d, off)
 	}
 	return err
 }
