@@ -29,7 +29,7 @@ type l1Group struct {
 // signals, bad input. They share one L1 (or run on the host, see run.sh).
 var microTests = []string{
 	"TestAPIMicroGuest", "TestBadInput", "TestCheck", "TestInGuest",
-	"TestMicroGuestBootProtocol", "TestMicroGuestTripleFault", "TestMicroGuestSMP",
+	"TestMicroGuestBootProtocol", "TestMicroGuestACPI", "TestMicroGuestTripleFault", "TestMicroGuestSMP",
 	"TestMicroGuestHighMemory", "TestMicroGuestTimeout", "TestNonRoot",
 	"TestSignalBeforeKVM", "TestSignalGuestRunning", "TestSignalHangup", "TestConsoleEscape",
 	"TestHostileTransport", "TestHostileGrowth", "TestHostileStalledStdout",
