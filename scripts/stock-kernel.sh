@@ -13,7 +13,9 @@
 #   config         its build config (the package's /boot/config-<release>)
 #   release        the kernel release, e.g. 6.1.0-57-cloud-amd64
 #   modules/       the package's /lib/modules/<release>/kernel tree
-# A finished directory has all four; another run only prints its path.
+#   virtio/        the virtio modules a microvm guest loads, in load order
+#                  (each after the ones its depends= names): NN-name.ko
+# A finished directory has all five; another run only prints its path.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -35,7 +37,7 @@ if [[ -z $PKG ]]; then
 fi
 [[ -n $PKG ]] || die "apt knows no $META (is this Debian 12 with its main archive?)"
 OUT=$CACHE/stock/$PKG
-if [[ -s $OUT/vmlinuz && -s $OUT/config && -s $OUT/release && -d $OUT/modules ]]; then
+if [[ -s $OUT/vmlinuz && -s $OUT/config && -s $OUT/release && -d $OUT/modules && -d $OUT/virtio ]]; then
 	echo "$OUT"
 	exit 0
 fi
@@ -61,6 +63,15 @@ mkdir -p "$OUT.tmp"
 mv "$vmlinuz" "$OUT.tmp/vmlinuz"
 mv "$DL/x/boot/config-$release" "$OUT.tmp/config"
 mv "$DL/x/lib/modules/$release/kernel" "$OUT.tmp/modules"
+mkdir "$OUT.tmp/virtio"
+n=0
+for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_mmio drivers/block/virtio_blk \
+	net/core/failover drivers/net/net_failover drivers/net/virtio_net drivers/char/virtio_console \
+	drivers/char/hw_random/virtio-rng; do
+	[[ -f $OUT.tmp/modules/$m.ko ]] || die "$PKG has no $m.ko"
+	n=$((n + 1))
+	cp "$OUT.tmp/modules/$m.ko" "$OUT.tmp/virtio/$(printf %02d $n)-${m##*/}.ko"
+done
 echo "$release" >"$OUT.tmp/release"
 rm -rf "$OUT"
 mv "$OUT.tmp" "$OUT"

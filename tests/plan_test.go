@@ -60,6 +60,11 @@ var l1Plan = []l1Group{
 	{Tests: []string{"TestLinuxDiskReadOnly"}, CPUs: 1, Minutes: 5},
 	{Tests: []string{"TestLinuxVirtioConsole"}, CPUs: 1, Minutes: 6},
 	{Tests: []string{"TestLinuxNet"}, CPUs: 1, Minutes: 6},
+	// Debian's stock kernels (14 MiB lz4 and 8 MiB xz bzImages, their
+	// decompressors emulated): uname, every device through ACPI, and
+	// --cpus 2, which needs a 2-CPU L1.
+	{Tests: []string{"TestStockKernelCloud"}, CPUs: 2, Minutes: 20},
+	{Tests: []string{"TestStockKernelGeneric"}, CPUs: 2, Minutes: 20},
 	// `make soak` sets MICROVM_SOAK_N and its own limit.
 	{Tests: []string{"TestLinuxSoak"}, CPUs: 1, Minutes: 5, OptIn: true},
 }
