@@ -111,8 +111,12 @@ func testStockKernel(t *testing.T, env string) {
 			ls /sys/class/net; test -c /dev/hvc0 && echo hvc0-ok; test -c /dev/hwrng && echo hwrng-ok;
 			cat /sys/class/misc/hw_random/rng_current; ls /sys/bus/platform/devices; cat /proc/cmdline;
 			poweroff`
+		// With --console virtio the command itself comes over the agent
+		// channel, a virtio-console port; console=ttyS0 after hvc0 keeps
+		// /dev/console on the UART, which exists before the hook has
+		// loaded virtio_console, so init and the hook have a console.
 		r := stockRun(t, kernel, modulesInitrd(t, dir),
-			[]string{"--console", "virtio", "--disk", img, "--net", "tap=mvstock0", "--json"}, "sh", "-c", script)
+			[]string{"--console", "virtio", "--cmdline", "console=ttyS0", "--disk", img, "--net", "tap=mvstock0", "--json"}, "sh", "-c", script)
 		if r.code != 0 {
 			t.Fatalf("exit %d, want 0", r.code)
 		}

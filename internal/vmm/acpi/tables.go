@@ -129,13 +129,7 @@ func Build(base uint64, max int, c Config) (*Tables, error) {
 func align16(n int) int { return (n + 15) &^ 15 }
 
 // checksum returns the byte that makes b sum to zero (5.2.6, Checksum).
-func checksum(b []byte) byte {
-	var s byte
-	for _, c := range b {
-		s += c
-	}
-	return -s
-}
+func checksum(b []byte) byte { return -Checksum8(b) }
 
 // Checksum8 is the byte sum of b; a valid table sums to 0.
 func Checksum8(b []byte) byte {
