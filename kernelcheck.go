@@ -25,10 +25,17 @@ type KernelReport struct {
 	ACPI           string `json:"acpi"`
 	VirtioMMIO     string `json:"virtio_mmio"`
 	CmdlineDevices string `json:"cmdline_devices"`
+	// ProjectKernel: the release ends in -microvm, the project's own
+	// kernel (kernel/microvm.config).
+	ProjectKernel bool `json:"project_kernel"`
 	// Verdict says how the guest will find its virtio devices, and with
 	// which --acpi setting.
 	Verdict string `json:"verdict"`
 }
+
+// ProjectKernelSuffix ends the release of the project's own guest kernel
+// (kernel/build.sh's LOCALVERSION).
+const ProjectKernelSuffix = "-microvm"
 
 // CheckKernel reads the kernel image at path. An unreadable or malformed
 // image is an *InputError naming Kernel.
@@ -46,6 +53,7 @@ func CheckKernel(path string) (KernelReport, error) {
 		Path: path, Format: i.Format, Release: i.Release, Version: i.Version, Compression: i.Compression,
 		ConfigFrom: i.ConfigFrom, ACPI: i.Option("CONFIG_ACPI"), VirtioMMIO: i.Option("CONFIG_VIRTIO_MMIO"),
 		CmdlineDevices: i.Option("CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES"),
+		ProjectKernel:  strings.HasSuffix(i.Release, ProjectKernelSuffix),
 	}
 	r.Verdict = r.verdict()
 	return r, nil
@@ -67,6 +75,19 @@ func (r *KernelReport) verdict() string {
 		return "no ACPI: boot it with --acpi off, which announces the devices on the command line" + module
 	}
 	return "neither ACPI nor CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES: the guest sees no virtio device"
+}
+
+// NoACPIFor reports whether kernel is known to need NoACPI: the project's
+// own kernel (release suffix -microvm), built without CONFIG_ACPI
+// (kernel/microvm.config; its ACPI build does not load the tables, see the
+// README), unless a config found beside it says it has ACPI. Any other
+// image, or one that cannot be read, gets the default.
+func NoACPIFor(kernel string) bool {
+	i, err := kimage.Read(kernel)
+	if err != nil || !strings.HasSuffix(i.Release, ProjectKernelSuffix) {
+		return false
+	}
+	return i.Option("CONFIG_ACPI") != "y"
 }
 
 // String is the report in lines, as `microvm check --kernel` prints it.

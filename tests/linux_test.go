@@ -152,33 +152,19 @@ func TestLinuxPanic(t *testing.T) {
 	}
 }
 
-// A guest that powered off leaves nothing behind: later boots in the same
-// L1 were measured to be unaffected (tests/nested/NOTES.md).
+// A guest that powered off (all CPUs halted) leaves nothing behind: later
+// boots in the same L1 were measured to be unaffected (tests/nested/NOTES.md).
 func TestLinuxRebootAndPoweroff(t *testing.T) {
-	// u-root has no reboot command; its shutdown does RESTART, which
-	// reboot=k turns into the i8042 reset. A poweroff goes through ACPI S5
-	// (with --acpi off, every CPU halts with interrupts off, which
-	// microvm detects).
-	for _, c := range []struct {
-		name   string
-		flags  []string
-		argv   []string
-		detail string
-	}{
-		{"reboot", nil, []string{"shutdown", "reboot"}, `"exit_reason":"reset"`},
-		{"poweroff", nil, []string{"poweroff"}, "ACPI S5"},
-		{"poweroff without ACPI", []string{"--acpi", "off"}, []string{"poweroff"}, "all vCPUs halted"},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			r := microvmRun(t, append([]string{"--json"}, c.flags...), c.argv...)
+	// u-root has no reboot command; its shutdown does RESTART. Without ACPI
+	// a poweroff halts every CPU with interrupts off, which microvm detects.
+	for _, argv := range [][]string{{"shutdown", "reboot"}, {"poweroff"}} {
+		t.Run(argv[0], func(t *testing.T) {
+			r := microvmRun(t, nil, argv...)
 			if r.code != 0 {
-				t.Fatalf("guest %v: exit code %d, want 0", c.argv, r.code)
+				t.Fatalf("guest %v: exit code %d, want 0", argv, r.code)
 			}
 			if !strings.Contains(r.stderr, "before the command reported") {
 				t.Errorf("stderr %q: the guest should have gone down before the agent reported", r.stderr)
-			}
-			if !strings.Contains(r.stderr, c.detail) {
-				t.Errorf("stderr %q does not say %q", r.stderr, c.detail)
 			}
 		})
 	}

@@ -47,7 +47,7 @@ var l1Plan = []l1Group{
 	{Tests: []string{"TestLinuxMemory"}, CPUs: 1, Minutes: 6},
 	{Tests: []string{"TestLinuxCmdline"}, CPUs: 1, Minutes: 5},
 	{Tests: []string{"TestLinuxPanic"}, CPUs: 1, Minutes: 5},
-	{Tests: []string{"TestLinuxRebootAndPoweroff"}, CPUs: 1, Minutes: 8},
+	{Tests: []string{"TestLinuxRebootAndPoweroff"}, CPUs: 1, Minutes: 6},
 	{Tests: []string{"TestLinuxAPI"}, CPUs: 1, Minutes: 5},
 	{Tests: []string{"TestLinuxBench"}, CPUs: 1, Minutes: 8},
 	{Tests: []string{"TestLinuxCompareJSON"}, CPUs: 1, Minutes: 6},

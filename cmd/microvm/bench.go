@@ -78,7 +78,7 @@ func runBench(_ *env, args []string) int {
 	if *runs < 1 || *runs > 1000 {
 		return fail(microvm.CodeUsage, "--runs: %d is out of range: need 1 to 1000", *runs)
 	}
-	if err := f.defaultArtifacts(); err != nil {
+	if err := f.defaults(); err != nil {
 		return failErr(err)
 	}
 	// Check the flags here so a typo fails once, not in every child.

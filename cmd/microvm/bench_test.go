@@ -101,7 +101,7 @@ func TestBenchChildArgs(t *testing.T) {
 				t.Errorf("child command %q, want [%s]", got, benchCommand)
 			}
 			want := *bf
-			want.json, want.timings = true, false
+			want.json, want.timings, want.fs = true, false, child.fs
 			if !reflect.DeepEqual(child, want) {
 				t.Errorf("child argv %q\nparses to %+v\nwant       %+v", argv, child, want)
 			}

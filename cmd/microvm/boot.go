@@ -26,9 +26,11 @@ type vmFlags struct {
 	disks, nets                     []string
 	consoleKind                     string
 	acpi                            string
+	fs                              *pflag.FlagSet // the set they were registered in
 }
 
 func (f *vmFlags) register(fs *pflag.FlagSet, defaultCmdline string) {
+	f.fs = fs
 	fs.StringVar(&f.kernel, "kernel", "", "kernel image: bzImage or ELF64 vmlinux")
 	fs.StringVar(&f.initrd, "initrd", "", "initramfs to load")
 	fs.StringVar(&f.cmdline, "cmdline", defaultCmdline, "kernel command line")

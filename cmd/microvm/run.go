@@ -19,7 +19,7 @@ func runRun(e *env, args []string) int {
 	if len(argv) == 0 || argv[0] == "" {
 		return fail(microvm.CodeUsage, "run: no command given (usage: microvm run [flags] -- CMD [ARGS...])")
 	}
-	if err := f.defaultArtifacts(); err != nil {
+	if err := f.defaults(); err != nil {
 		return failErr(err)
 	}
 	cfg, err := f.config(e.start)

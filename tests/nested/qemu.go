@@ -36,12 +36,6 @@ func qemuArgs(cfg *Config, initrd string) []string {
 	// frozen), its next timer interrupt never waking it. An L1 that never
 	// halts keeps TCG running and its timers firing.
 	cmdline += " idle=poll"
-	// acpi=off: L1 runs the project's guest kernel, which has ACPI for
-	// its life as a microvm guest; L1 keeps to the MP table and ignores
-	// the tables QEMU's microvm machine writes, as it did before that
-	// kernel had ACPI (the harness's timing and stall findings in
-	// NOTES.md were made so).
-	cmdline += " acpi=off"
 	if cfg.KernelArgs != "" {
 		cmdline += " " + cfg.KernelArgs
 	}
