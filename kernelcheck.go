@@ -83,11 +83,11 @@ func (r *KernelReport) verdict() string {
 // README), unless a config found beside it says it has ACPI. Any other
 // image, or one that cannot be read, gets the default.
 func NoACPIFor(kernel string) bool {
-	i, err := kimage.Read(kernel)
-	if err != nil || !strings.HasSuffix(i.Release, ProjectKernelSuffix) {
+	release, err := kimage.Release(kernel)
+	if err != nil || !strings.HasSuffix(release, ProjectKernelSuffix) {
 		return false
 	}
-	return i.Option("CONFIG_ACPI") != "y"
+	return kimage.ConfigBeside(kernel, release)["CONFIG_ACPI"] != "y"
 }
 
 // String is the report in lines, as `microvm check --kernel` prints it.

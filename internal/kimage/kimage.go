@@ -165,18 +165,34 @@ func (i *Info) readConfig(path string, payload []byte) {
 		i.Config, i.ConfigFrom = cfg, "IKCONFIG"
 		return
 	}
+	if cfg, from := configBeside(path, i.Release); cfg != nil {
+		i.Config, i.ConfigFrom = cfg, from
+		return
+	}
+	i.ConfigFrom = why + ", and no config-" + i.Release + " or config beside it"
+}
+
+// ConfigBeside returns the config file beside the image at path (nil if
+// none): config-RELEASE (a distribution's /boot) or config (`make
+// kernel`'s cache entry, scripts/stock-kernel.sh's directory), beside the
+// file a symlink points at.
+func ConfigBeside(path, release string) map[string]string {
+	cfg, _ := configBeside(path, release)
+	return cfg
+}
+
+func configBeside(path, release string) (map[string]string, string) {
 	dir := filepath.Dir(path)
 	if real, err := filepath.EvalSymlinks(path); err == nil {
 		dir = filepath.Dir(real)
 	}
-	for _, name := range []string{"config-" + i.Release, "config"} {
+	for _, name := range []string{"config-" + release, "config"} {
 		p := filepath.Join(dir, name)
 		if cfg, err := parseConfigFile(p); err == nil {
-			i.Config, i.ConfigFrom = cfg, p
-			return
+			return cfg, p
 		}
 	}
-	i.ConfigFrom = why + ", and no config-" + i.Release + " or config beside it"
+	return nil, ""
 }
 
 // ikconfig extracts the configuration kernel/configs.c embeds.
@@ -225,4 +241,52 @@ func parseConfig(raw []byte) map[string]string {
 		}
 	}
 	return cfg
+}
+
+// Release reads only an image's release, cheaply: a bzImage's header, or
+// an ELF read in small chunks up to its banner, so that a caller about to
+// boot the image (microvm.NoACPIFor) keeps neither the image nor its
+// decompressed kernel in its heap, whose peak RSS is measured.
+func Release(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	head := make([]byte, 64<<10)
+	n, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return "", err
+	}
+	head = head[:n]
+	if len(head) > ofsPayloadLen+4 && binary.LittleEndian.Uint32(head[ofsHeader:]) == hdrSMagic {
+		p := int(binary.LittleEndian.Uint16(head[ofsKernelVer:])) + 0x200
+		if p < 0x200+1 || p >= len(head) {
+			return "", fmt.Errorf("%s: no kernel_version in the bzImage header", path)
+		}
+		s := head[p:]
+		if i := bytes.IndexByte(s, 0); i >= 0 {
+			s = s[:i]
+		}
+		r, _, _ := strings.Cut(string(s), " ")
+		return r, nil
+	}
+	if !bytes.HasPrefix(head, []byte("\x7fELF")) {
+		return "", fmt.Errorf("%s: not a kernel image", path)
+	}
+	// Chunks overlap by a banner's length, so none is split unseen.
+	const keep = 256
+	buf := head
+	for {
+		if r, _ := banner(buf); r != "" {
+			return r, nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("%s: no Linux banner in the image", path)
+		}
+		tail := append([]byte(nil), buf[max(len(buf)-keep, 0):]...)
+		buf = append(tail, make([]byte, 64<<10)...)
+		n, err = io.ReadFull(f, buf[len(tail):])
+		buf = buf[:len(tail)+n]
+	}
 }

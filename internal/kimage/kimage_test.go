@@ -83,3 +83,20 @@ func TestRead(t *testing.T) {
 		}
 	}
 }
+
+// TestRelease: the cheap path gives the same release as Read, for a
+// bzImage and for an ELF whose banner lies beyond the first chunks.
+func TestRelease(t *testing.T) {
+	dir := t.TempDir()
+	bz := write(t, dir, "bz", bzImage("6.12.0-test (me@host) #1 SMP", []byte("\x1f\x8bjunk")))
+	pad := bytes.Repeat([]byte{0xaa}, 200<<10-7) // the banner straddles a chunk boundary
+	elf := write(t, dir, "elf", append(append([]byte("\x7fELF"), pad...), "Linux version 6.12.117-microvm (microvm@microvm) #1\n"...))
+	for _, c := range []struct{ path, want string }{{bz, "6.12.0-test"}, {elf, "6.12.117-microvm"}} {
+		if got, err := Release(c.path); err != nil || got != c.want {
+			t.Errorf("Release(%s) = %q, %v; want %q", c.path, got, err, c.want)
+		}
+	}
+	if _, err := Release(write(t, dir, "noban", []byte("\x7fELF no banner here"))); err == nil {
+		t.Error("an ELF without a banner has a release")
+	}
+}
