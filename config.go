@@ -40,6 +40,14 @@ type Config struct {
 	Cmdline string
 	CPUs    int    // vCPUs (default 1)
 	Memory  uint64 // guest RAM in bytes (default 256 MiB)
+	// NoACPI leaves out the ACPI tables (and the ACPI power registers)
+	// and announces the virtio devices on the kernel command line
+	// (virtio_mmio.device=) instead of in the DSDT: for kernels built
+	// without CONFIG_ACPI, which need CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES.
+	// By default the guest gets ACPI, which distribution kernels need to
+	// find the devices, and powers off through it at once. The MP table
+	// is there either way.
+	NoACPI bool
 
 	// Command, if set, is run in the guest by the guest agent; the guest
 	// powers off when it ends and Result.ExitCode is its exit status.
@@ -97,6 +105,7 @@ func (cfg Config) engineConfig() (vmm.Config, *agent.Gate, error) {
 		Cmdline:       cfg.Cmdline,
 		CPUs:          cfg.CPUs,
 		Memory:        cfg.Memory,
+		ACPI:          !cfg.NoACPI,
 		Stdout:        cfg.Stdout,
 		Started:       cfg.Started,
 		OnMilestone:   cfg.OnMilestone,

@@ -10,7 +10,7 @@ import (
 	"github.com/microvm-dev/microvm/internal/testimg"
 )
 
-// TestBadInput: every case (45) exits 2 with exactly one line on stderr that names
+// TestBadInput: every case (49) exits 2 with exactly one line on stderr that names
 // the flag or file, and never a panic. Input is checked before /dev/kvm is
 // opened, so these run on any host.
 func TestBadInput(t *testing.T) {
@@ -82,6 +82,10 @@ func TestBadInput(t *testing.T) {
 		{"net bad mac", []string{"--kernel", good, "--net", "tap=t0,mac=zz"}, "mac=zz", ""},
 		{"net multicast mac", []string{"--kernel", good, "--net", "tap=t0,mac=01:00:5e:00:00:01"}, "unicast", ""},
 		{"console kind", []string{"--kernel", good, "--console", "vga"}, "--console", ""},
+		{"acpi bad value", []string{"--kernel", good, "--acpi", "yes"}, "--acpi", ""},
+		{"acpi empty", []string{"--kernel", good, "--acpi="}, "--acpi", ""},
+		{"run acpi bad value", []string{"--kernel", good, "--initrd", elf, "--acpi", "maybe", "--", "true"}, "--acpi", "run"},
+		{"bench acpi bad value", []string{"--kernel", good, "--initrd", elf, "--acpi", "On"}, "--acpi", "bench"},
 		{"bzImage bad boot flag", []string{"--kernel", mutate("flag.bz", 0x1fe, 0, 0)}, "boot_flag", ""},
 		{"bzImage protocol too old", []string{"--kernel", mutate("old.bz", 0x206, 0x00, 0x02)}, "too old", ""},
 		{"bzImage without 64-bit entry", []string{"--kernel", mutate("no64.bz", 0x236, 0)}, "64-bit entry", ""},

@@ -25,9 +25,12 @@ type vmFlags struct {
 	timings, json                   bool
 	disks, nets                     []string
 	consoleKind                     string
+	acpi                            string
+	fs                              *pflag.FlagSet // the set they were registered in
 }
 
 func (f *vmFlags) register(fs *pflag.FlagSet, defaultCmdline string) {
+	f.fs = fs
 	fs.StringVar(&f.kernel, "kernel", "", "kernel image: bzImage or ELF64 vmlinux")
 	fs.StringVar(&f.initrd, "initrd", "", "initramfs to load")
 	fs.StringVar(&f.cmdline, "cmdline", defaultCmdline, "kernel command line")
@@ -39,6 +42,7 @@ func (f *vmFlags) register(fs *pflag.FlagSet, defaultCmdline string) {
 	fs.StringArrayVar(&f.disks, "disk", nil, "attach a raw disk image as virtio-blk: PATH[,ro] (repeatable: vda, vdb, ...)")
 	fs.StringArrayVar(&f.nets, "net", nil, "attach virtio-net on a host TAP: tap=NAME[,mac=MAC] (repeatable)")
 	fs.StringVar(&f.consoleKind, "console", "serial", "guest console: serial (ttyS0) or virtio (hvc0, plus the agent channel)")
+	fs.StringVar(&f.acpi, "acpi", "on", "ACPI tables: on (devices in the DSDT, S5 poweroff) or off (devices as virtio_mmio.device= on the command line, for kernels without ACPI)")
 }
 
 // agentFlags is the flag set of a command whose guest runs a command
@@ -68,6 +72,9 @@ func (f *vmFlags) config(start time.Time) (microvm.Config, error) {
 	if f.consoleKind != "serial" && f.consoleKind != "virtio" {
 		return microvm.Config{}, &microvm.InputError{What: "--console", Msg: fmt.Sprintf("%q: want serial or virtio", f.consoleKind)}
 	}
+	if f.acpi != "on" && f.acpi != "off" {
+		return microvm.Config{}, &microvm.InputError{What: "--acpi", Msg: fmt.Sprintf("%q: want on or off", f.acpi)}
+	}
 	cfg := microvm.Config{
 		Kernel:        f.kernel,
 		Initrd:        f.initrd,
@@ -78,6 +85,7 @@ func (f *vmFlags) config(start time.Time) (microvm.Config, error) {
 		Timeout:       f.timeout,
 		Started:       start,
 		VirtioConsole: f.consoleKind == "virtio",
+		NoACPI:        f.acpi == "off",
 	}
 	for _, d := range f.disks {
 		disk, err := parseDisk(d)
@@ -144,7 +152,7 @@ func runBoot(e *env, args []string) int {
 	fs := newFlags("boot")
 	f.register(fs, "")
 	fs.Lookup("cmdline").Usage = "kernel command line (default \"" + microvm.DefaultCmdline + "\", hvc0 with --console virtio)"
-	if done, code := parseFlags(fs, "boot --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--timeout DUR]", args); done {
+	if done, code := parseFlags(fs, "boot --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--acpi on|off] [--timeout DUR]", args); done {
 		return code
 	}
 	if fs.NArg() > 0 {

@@ -12,14 +12,14 @@ const agentCmdline = microvm.AgentCmdline
 
 func runRun(e *env, args []string) int {
 	fs, f := agentFlags("run")
-	if done, code := parseFlags(fs, "run [--kernel K] [--initrd I] [--cpus N] [--memory M] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--timeout D] -- CMD [ARGS...]", args); done {
+	if done, code := parseFlags(fs, "run [--kernel K] [--initrd I] [--cpus N] [--memory M] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--acpi on|off] [--timeout D] -- CMD [ARGS...]", args); done {
 		return code
 	}
 	argv := fs.Args()
 	if len(argv) == 0 || argv[0] == "" {
 		return fail(microvm.CodeUsage, "run: no command given (usage: microvm run [flags] -- CMD [ARGS...])")
 	}
-	if err := f.defaultArtifacts(); err != nil {
+	if err := f.defaults(); err != nil {
 		return failErr(err)
 	}
 	cfg, err := f.config(e.start)

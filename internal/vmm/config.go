@@ -20,6 +20,11 @@ type Config struct {
 	Cmdline string
 	CPUs    int
 	Memory  uint64 // bytes
+	// ACPI gives the guest ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) and
+	// the ACPI power registers, and announces the virtio devices in the
+	// DSDT instead of on the command line (virtio_mmio.device=), which
+	// is for kernels without ACPI. The MP table is there either way.
+	ACPI bool
 	// Stdout receives the guest's console output; nil discards it.
 	Stdout io.Writer
 	// Started is when the boot began, for the timeline (default: now).
