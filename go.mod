@@ -3,6 +3,7 @@ module github.com/microvm-dev/microvm
 go 1.26.0
 
 require (
+	github.com/hugelgupf/p9 v0.3.0
 	github.com/spf13/pflag v1.1.0
 	github.com/u-root/u-root v0.15.0
 	golang.org/x/sys v0.50.0
@@ -18,7 +19,6 @@ require (
 	github.com/containerd/console v1.0.4-0.20230706203907-8f6c4e4faef5 // indirect
 	github.com/dustin/go-humanize v1.0.1 // indirect
 	github.com/hugelgupf/go-shlex v0.0.0-20200702092117-c80c9d0918fa // indirect
-	github.com/hugelgupf/p9 v0.3.0 // indirect
 	github.com/ishidawataru/sctp v0.0.0-20230406120618-7ff4192f6ff2 // indirect
 	github.com/klauspost/compress v1.17.4 // indirect
 	github.com/klauspost/pgzip v1.2.6 // indirect
@@ -56,3 +56,5 @@ require (
 )
 
 tool github.com/u-root/mkuimage/cmd/mkuimage
+
+replace github.com/hugelgupf/p9 => ./third_party/p9

@@ -22,6 +22,9 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.opaque {
+		return nil, nil
+	}
 	if offset == 0 || f.dirents == nil {
 		ents, err := f.list()
 		if err != nil {

@@ -17,6 +17,10 @@ type file struct {
 	fd   int         // O_PATH|O_NOFOLLOW, this inode
 	st   unix.Stat_t // at walk time; the file type never changes
 	open int         // -1, or the descriptor Open or Create made
+	// opaque marks the root of a mounted kernel interface (kernelFS): the
+	// guest sees an empty, unchangeable directory there, over which it
+	// mounts its own (--rootfs / has /proc and /sys in it).
+	opaque bool
 
 	mu      sync.Mutex
 	dirents []p9.Dirent
@@ -57,11 +61,14 @@ func (f *file) Walk(names []string) ([]p9.QID, p9.File, error) {
 	return qids, cur, nil
 }
 
-// walkOne opens one name below this directory, refusing to enter a
-// mounted kernel interface (see kernelFS).
+// walkOne opens one name below this directory. A mounted kernel
+// interface (see kernelFS) is not entered: its root is opaque.
 func (f *file) walkOne(name string) (*file, error) {
 	if !f.isDir() {
 		return nil, linux.ENOTDIR
+	}
+	if f.opaque {
+		return nil, linux.ENOENT
 	}
 	fd, err := openAt(f.fd, name, unix.O_PATH, 0)
 	if err != nil {
@@ -73,10 +80,11 @@ func (f *file) walkOne(name string) (*file, error) {
 	}
 	if nf.st.Dev != f.st.Dev {
 		var fs unix.Statfs_t
-		if err := unix.Fstatfs(nf.fd, &fs); err != nil || kernelFS(fs.Type) {
+		if err := unix.Fstatfs(nf.fd, &fs); err != nil {
 			nf.Close()
-			return nil, linux.EACCES
+			return nil, errno(err)
 		}
+		nf.opaque = kernelFS(fs.Type)
 	}
 	return nf, nil
 }
@@ -132,10 +140,18 @@ func (f *file) Open(flags p9.OpenFlags) (p9.QID, uint32, error) {
 		return p9.QID{}, 0, linux.EROFS
 	}
 	var os int
-	switch f.typ() {
-	case unix.S_IFDIR:
+	switch {
+	case f.opaque:
+		// Nothing of it is ever read (Readdir lists it empty).
+		fd, err := unix.FcntlInt(uintptr(f.fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return p9.QID{}, 0, errno(err)
+		}
+		f.open = fd
+		return f.s.qid(&f.st), 0, nil
+	case f.isDir():
 		os = unix.O_RDONLY | unix.O_DIRECTORY
-	case unix.S_IFREG:
+	case f.typ() == unix.S_IFREG:
 		// O_APPEND matters: pwrite(2) on an O_APPEND descriptor appends
 		// whatever offset the guest's (possibly stale) size gave.
 		os = mode | int(flags)&(unix.O_TRUNC|unix.O_APPEND|unix.O_SYNC|unix.O_DSYNC)

@@ -18,6 +18,9 @@ func (f *file) writable() error {
 	if f.s.readOnly {
 		return linux.EROFS
 	}
+	if f.opaque {
+		return linux.EACCES
+	}
 	return nil
 }
 
@@ -275,7 +278,7 @@ func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 // xattrPath is where the xattr calls reach this inode: regular files and
 // directories only (a link's magic path would name its target's).
 func (f *file) xattrPath() (string, error) {
-	if t := f.typ(); t != unix.S_IFREG && t != unix.S_IFDIR {
+	if t := f.typ(); f.opaque || t != unix.S_IFREG && t != unix.S_IFDIR {
 		return "", linux.EOPNOTSUPP
 	}
 	return procPath(f.fd), nil

@@ -15,8 +15,10 @@
 //   - only regular files and directories are opened: a FIFO, socket or
 //     device node in the share cannot block or reach a host driver (ENXIO);
 //   - the host's kernel interfaces (procfs, sysfs, debugfs, cgroups, ...)
-//     are not entered when they are mounted inside the share (EACCES), so
-//     sharing / does not hand the guest /proc/<pid>/mem or /sys;
+//     are not entered when they are mounted inside the share: their mount
+//     point is an empty directory the guest cannot change, so sharing /
+//     does not hand the guest /proc/<pid>/mem or /sys, and the guest
+//     mounts its own there;
 //   - a read-only share answers every modifying request with EROFS;
 //   - xattrs are read through; writes are limited to user.* and POSIX
 //     ACLs (security.capability would be a setuid by another name).

@@ -226,16 +226,28 @@ func TestSwappedMidWalk(t *testing.T) {
 	wg.Wait()
 }
 
-// TestKernelInterfaces: with / shared, /proc and /sys are not entered.
+// TestKernelInterfaces: with / shared, /proc and /sys are empty
+// directories the guest cannot enter or change.
 func TestKernelInterfaces(t *testing.T) {
 	root := serve(t, "/", true)
-	for _, names := range [][]string{{"proc"}, {"sys"}, {"proc", "self", "root"}, {"proc", "self", "mem"}} {
+	for _, names := range [][]string{{"proc", "self"}, {"sys", "kernel"}, {"proc", "self", "root"}, {"proc", "1"}} {
 		_, _, err := root.Walk(names)
-		wantErr(t, fmt.Sprintf("walk %q", names), err, linux.EACCES)
+		wantErr(t, fmt.Sprintf("walk %q", names), err, linux.ENOENT)
+	}
+	proc := walk(t, root, "proc")
+	if _, _, err := proc.Open(p9.ReadOnly); err != nil {
+		t.Fatal(err)
+	}
+	if ents, err := proc.Readdir(0, 4096); err != nil || len(ents) != 0 {
+		t.Errorf("/proc lists %d entries (%v), want none", len(ents), err)
 	}
 	if _, err := Open("/proc/self", true); err == nil {
 		t.Error("sharing /proc/self succeeded")
 	}
+	// Writable, the mount point still refuses changes.
+	rw := serve(t, "/", false)
+	_, err := walk(t, rw, "sys").Mkdir("x", 0o755, p9.NoUID, p9.NoGID)
+	wantErr(t, "mkdir in /sys", err, linux.EACCES)
 }
 
 func mode(t *testing.T, path string) os.FileMode {
