@@ -168,6 +168,8 @@ var configFlags = map[string]string{
 	"Disks":      "--disk",
 	"Nets":       "--net",
 	"Disks/Nets": "--disk/--net",
+	"Shares":     "--share",
+	"Rootfs":     "--rootfs",
 }
 
 // flagFor returns the flag for a Config field; anything else (a flag name

@@ -183,6 +183,20 @@ func reopen(fd, flags int) (int, error) {
 
 // ReadAt implements p9.File.ReadAt.
 func (f *file) ReadAt(p []byte, off int64) (int, error) {
+	return f.io(unix.Pread, p, off)
+}
+
+// WriteAt implements p9.File.WriteAt.
+func (f *file) WriteAt(p []byte, off int64) (int, error) {
+	if f.s.readOnly {
+		return 0, linux.EROFS
+	}
+	return f.io(unix.Pwrite, p, off)
+}
+
+// io runs pread or pwrite on the open regular file until p is done, an
+// error, or (reading) the end of the file.
+func (f *file) io(op func(int, []byte, int64) (int, error), p []byte, off int64) (int, error) {
 	if f.open < 0 || f.isDir() {
 		return 0, linux.EBADF
 	}
@@ -191,7 +205,7 @@ func (f *file) ReadAt(p []byte, off int64) (int, error) {
 	}
 	n := 0
 	for n < len(p) {
-		k, err := unix.Pread(f.open, p[n:], off+int64(n))
+		k, err := op(f.open, p[n:], off+int64(n))
 		if err == unix.EINTR {
 			continue
 		}
@@ -200,31 +214,6 @@ func (f *file) ReadAt(p []byte, off int64) (int, error) {
 		}
 		if k == 0 {
 			return n, io.EOF
-		}
-		n += k
-	}
-	return n, nil
-}
-
-// WriteAt implements p9.File.WriteAt.
-func (f *file) WriteAt(p []byte, off int64) (int, error) {
-	if f.s.readOnly {
-		return 0, linux.EROFS
-	}
-	if f.open < 0 || f.isDir() {
-		return 0, linux.EBADF
-	}
-	if off < 0 {
-		return 0, linux.EINVAL
-	}
-	n := 0
-	for n < len(p) {
-		k, err := unix.Pwrite(f.open, p[n:], off+int64(n))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return n, errno(err)
 		}
 		n += k
 	}

@@ -117,7 +117,9 @@ func (f *file) Mkdir(name string, mode p9.FileMode, uid p9.UID, gid p9.GID) (p9.
 		return p9.QID{}, errno(err)
 	}
 	return f.made(name, func(nf *file) {
-		_ = unix.Chmod(procPath(nf.fd), perm(mode))
+		if nf.isDir() { // not whatever may have been swapped in meanwhile
+			_ = unix.Chmod(procPath(nf.fd), perm(mode))
+		}
 		chown(nf.fd, "", uid, gid)
 	})
 }
@@ -167,8 +169,9 @@ func (f *file) Link(target p9.File, name string) error {
 		return linux.EPERM
 	}
 	err := unix.Linkat(t.fd, "", f.fd, name, unix.AT_EMPTY_PATH)
-	if err == unix.ENOENT || err == unix.EPERM {
-		// AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the magic link does not.
+	if (err == unix.ENOENT || err == unix.EPERM) && t.typ() != unix.S_IFLNK {
+		// AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the magic link does
+		// not. Never for a symlink: the host must not follow the guest's.
 		err = unix.Linkat(unix.AT_FDCWD, procPath(t.fd), f.fd, name, unix.AT_SYMLINK_FOLLOW)
 	}
 	return errno0(err)
@@ -327,13 +330,7 @@ func settable(name string) bool {
 
 // SetXattr implements p9.File.SetXattr.
 func (f *file) SetXattr(name string, data []byte, flags p9.XattrFlags) error {
-	if err := f.writable(); err != nil {
-		return err
-	}
-	if !settable(name) {
-		return linux.EPERM
-	}
-	p, err := f.xattrPath()
+	p, err := f.xattrWrite(name)
 	if err != nil {
 		return err
 	}
@@ -342,15 +339,20 @@ func (f *file) SetXattr(name string, data []byte, flags p9.XattrFlags) error {
 
 // RemoveXattr implements p9.File.RemoveXattr.
 func (f *file) RemoveXattr(name string) error {
-	if err := f.writable(); err != nil {
-		return err
-	}
-	if !settable(name) {
-		return linux.EPERM
-	}
-	p, err := f.xattrPath()
+	p, err := f.xattrWrite(name)
 	if err != nil {
 		return err
 	}
 	return errno0(unix.Removexattr(p, name))
+}
+
+// xattrWrite checks a change of xattr name and returns where to make it.
+func (f *file) xattrWrite(name string) (string, error) {
+	if err := f.writable(); err != nil {
+		return "", err
+	}
+	if !settable(name) {
+		return "", linux.EPERM
+	}
+	return f.xattrPath()
 }

@@ -44,19 +44,12 @@ func TestRenameOverOpenFile(t *testing.T) {
 	share, _ := tree(t)
 	write(t, filepath.Join(share, "new"), "new contents")
 	root := serve(t, share, false)
-	old := walk(t, root, "hello")
-	if _, _, err := old.Open(p9.ReadOnly); err != nil {
-		t.Fatal(err)
-	}
+	old := opened(t, root, p9.ReadOnly, "hello")
 	must(t, root.RenameAt("new", walk(t, root), "hello"))
 	if got := readAll(t, old); got != "hello from the host\n" {
 		t.Errorf("the open file now reads %q", got)
 	}
-	f := walk(t, root, "hello")
-	if _, _, err := f.Open(p9.ReadOnly); err != nil {
-		t.Fatal(err)
-	}
-	if got := readAll(t, f); got != "new contents" {
+	if got := readAll(t, opened(t, root, p9.ReadOnly, "hello")); got != "new contents" {
 		t.Errorf("the name now reads %q", got)
 	}
 }
@@ -64,10 +57,7 @@ func TestRenameOverOpenFile(t *testing.T) {
 func TestAppend(t *testing.T) {
 	share, _ := tree(t)
 	root := serve(t, share, false)
-	f := walk(t, root, "hello")
-	if _, _, err := f.Open(p9.WriteOnly | p9.OpenFlags(unix.O_APPEND)); err != nil {
-		t.Fatal(err)
-	}
+	f := opened(t, root, p9.WriteOnly|p9.OpenFlags(unix.O_APPEND), "hello")
 	// The host appends meanwhile; the guest's offset 0 is stale.
 	hf, err := os.OpenFile(filepath.Join(share, "hello"), os.O_APPEND|os.O_WRONLY, 0)
 	must(t, err)
@@ -92,10 +82,7 @@ func TestReaddir10000(t *testing.T) {
 		must(t, err)
 		f.Close()
 	}
-	d := walk(t, serve(t, share, true), "big")
-	if _, _, err := d.Open(p9.ReadOnly); err != nil {
-		t.Fatal(err)
-	}
+	d := opened(t, serve(t, share, true), p9.ReadOnly, "big")
 	seen := map[string]bool{}
 	var off uint64
 	for calls := 0; ; calls++ {
@@ -128,13 +115,7 @@ func TestXattrReadThrough(t *testing.T) {
 	if err := unix.Setxattr(p, "user.color", []byte("blue"), 0); err != nil {
 		t.Skipf("the test directory's file system has no user xattrs: %v", err)
 	}
-	s, err := Open(share, false)
-	must(t, err)
-	defer s.Close()
-	r, err := s.Attach()
-	must(t, err)
-	defer r.Close()
-	_, f, err := r.Walk([]string{"hello"})
+	_, f, err := backend(t, share, false).Walk([]string{"hello"})
 	must(t, err)
 	defer f.Close()
 	v, err := f.GetXattr("user.color")

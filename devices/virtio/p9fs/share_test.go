@@ -80,6 +80,28 @@ func walk(t *testing.T, f p9.File, names ...string) p9.File {
 	return nf
 }
 
+// opened walks to names and opens the file with flags.
+func opened(t *testing.T, root p9.File, flags p9.OpenFlags, names ...string) p9.File {
+	t.Helper()
+	f := walk(t, root, names...)
+	if _, _, err := f.Open(flags); err != nil {
+		t.Fatalf("open %q: %v", names, err)
+	}
+	return f
+}
+
+// backend attaches to dir without p9's server, to drive the backend's
+// Files with what p9's decoder would not let through.
+func backend(t *testing.T, dir string, ro bool) p9.File {
+	t.Helper()
+	s, err := Open(dir, ro)
+	must(t, err)
+	r, err := s.Attach()
+	must(t, err)
+	t.Cleanup(func() { r.Close(); s.Close() })
+	return r
+}
+
 func readAll(t *testing.T, f p9.File) string {
 	t.Helper()
 	buf := make([]byte, 4096)
@@ -99,10 +121,7 @@ func wantErr(t *testing.T, what string, err, want error) {
 
 func TestReadHostFile(t *testing.T) {
 	share, _ := tree(t)
-	f := walk(t, serve(t, share, true), "hello")
-	if _, _, err := f.Open(p9.ReadOnly); err != nil {
-		t.Fatal(err)
-	}
+	f := opened(t, serve(t, share, true), p9.ReadOnly, "hello")
 	if got := readAll(t, f); got != "hello from the host\n" {
 		t.Errorf("read %q", got)
 	}
@@ -144,6 +163,13 @@ func TestEscapes(t *testing.T) {
 			t.Errorf("readlink %s: %q %v", name, target, err)
 		}
 	}
+	// A hard link to a link is a link, never the file it names.
+	must(t, os.Symlink(filepath.Join(outside, "secret"), filepath.Join(share, "tosecret")))
+	if err := root.Link(walk(t, root, "tosecret"), "hard"); err == nil {
+		if fi, err := os.Lstat(filepath.Join(share, "hard")); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			t.Errorf("hard link of a symlink: %v %v", fi, err)
+		}
+	}
 	// Absolute and multi-component names in creating requests.
 	for _, name := range []string{"/tmp/x", "../x", "a/b", ".", ".."} {
 		if _, _, _, err := root.Create(name, p9.ReadWrite, 0o644, p9.NoUID, p9.NoGID); err == nil {
@@ -154,12 +180,7 @@ func TestEscapes(t *testing.T) {
 		}
 	}
 	// The backend refuses them on its own, without the server's checks.
-	s, err := Open(share, false)
-	must(t, err)
-	defer s.Close()
-	r, err := s.Attach()
-	must(t, err)
-	defer r.Close()
+	r := backend(t, share, false)
 	for _, name := range []string{"..", "/", "a/b", "toroot/etc"} {
 		if _, _, err := r.Walk([]string{name}); err == nil {
 			t.Errorf("backend walk %q succeeded", name)
@@ -179,10 +200,7 @@ func TestSwappedMidWalk(t *testing.T) {
 	// Swap: the directory moves away, a link to the outside takes its name.
 	must(t, os.Rename(d, filepath.Join(share, "moved")))
 	must(t, os.Symlink(outside, d))
-	f := walk(t, held, "secret")
-	if _, _, err := f.Open(p9.ReadOnly); err != nil {
-		t.Fatal(err)
-	}
+	f := opened(t, held, p9.ReadOnly, "secret")
 	if got := readAll(t, f); got != "inside" {
 		t.Fatalf("the held fid reached %q", got)
 	}
@@ -234,10 +252,7 @@ func TestKernelInterfaces(t *testing.T) {
 		_, _, err := root.Walk(names)
 		wantErr(t, fmt.Sprintf("walk %q", names), err, linux.ENOENT)
 	}
-	proc := walk(t, root, "proc")
-	if _, _, err := proc.Open(p9.ReadOnly); err != nil {
-		t.Fatal(err)
-	}
+	proc := opened(t, root, p9.ReadOnly, "proc")
 	if ents, err := proc.Readdir(0, 4096); err != nil || len(ents) != 0 {
 		t.Errorf("/proc lists %d entries (%v), want none", len(ents), err)
 	}
@@ -271,12 +286,7 @@ func TestNoSetuid(t *testing.T) {
 	_, err = sub.Mkdir("y", 0o2777, p9.NoUID, p9.NoGID)
 	must(t, err)
 	// The backend itself, given the bits (p9's decoder already drops them).
-	s, err := Open(share, false)
-	must(t, err)
-	defer s.Close()
-	r, err := s.Attach()
-	must(t, err)
-	defer r.Close()
+	r := backend(t, share, false)
 	nf, _, _, err := r.Create("z", p9.ReadWrite, 0o4755|p9.ModeRegular, p9.NoUID, p9.NoGID)
 	must(t, err)
 	nf.Close()
@@ -340,12 +350,7 @@ func TestReadOnly(t *testing.T) {
 	} {
 		wantErr(t, what, err, linux.EROFS)
 	}
-	s, err := Open(share, true)
-	must(t, err)
-	defer s.Close()
-	r, err := s.Attach()
-	must(t, err)
-	defer r.Close()
+	r := backend(t, share, true)
 	wantErr(t, "setxattr", r.SetXattr("user.x", []byte("1"), 0), linux.EROFS)
 	wantErr(t, "removexattr", r.RemoveXattr("user.x"), linux.EROFS)
 	if b, err := os.ReadFile(filepath.Join(share, "hello")); err != nil || string(b) != "hello from the host\n" {
