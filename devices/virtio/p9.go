@@ -53,7 +53,15 @@ const (
 type NineP struct {
 	tag      string
 	attacher p9.Attacher
+	// Trace, if set, gets every 9P message in and out (p9's server log):
+	// for debugging a guest's use of a share, never on by default.
+	Trace func(format string, a ...any)
 }
+
+// traceLog is p9's logger interface over a Trace func.
+type traceLog func(format string, a ...any)
+
+func (l traceLog) Printf(format string, a ...any) { l(format, a...) }
 
 // NewNineP returns a 9P device whose mount tag is tag (1 to P9MaxTag
 // bytes; the caller checks it).
@@ -78,7 +86,11 @@ func (d *NineP) ReadConfig(off uint64, data []byte) {
 func (d *NineP) Run(ctx context.Context, qs *Queues) error {
 	c := newP9Conn()
 	ended := make(chan struct{})
-	srv := p9.NewServer(d.attacher)
+	var opts []p9.ServerOpt
+	if d.Trace != nil {
+		opts = append(opts, p9.WithServerLogger(traceLog(d.Trace)))
+	}
+	srv := p9.NewServer(d.attacher, opts...)
 	go func() {
 		defer close(ended)
 		_ = srv.Handle(p9Reader{c}, p9Writer{c})

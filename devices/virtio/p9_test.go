@@ -274,3 +274,39 @@ func TestNinePMsizeLowered(t *testing.T) {
 		t.Errorf("msize %d, want %d", m, P9MaxMsg)
 	}
 }
+
+// str is a 9P string: size[2] then the bytes.
+func str(s string) []byte { return append(binary.LittleEndian.AppendUint16(nil, uint16(len(s))), s...) }
+
+func le32(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
+
+// TestNinePXattrWalk: Txattrwalk answers a missing attribute with ENODATA
+// (overlayfs needs it of a lower layer) and clunking the xattr fid leaves
+// the walked fid working (third_party/p9's patches).
+func TestNinePXattrWalk(t *testing.T) {
+	s, _ := p9Share(t, true)
+	d := newP9Driver(t, NewNineP("t", s))
+	defer d.tr.Close()
+	rpc := func(req []byte, want byte) []byte {
+		t.Helper()
+		rep, ok := d.chain(req, p9Buf)
+		if !ok || len(rep) < 7 || rep[4] != want {
+			t.Fatalf("request type %d: reply %v (ok %v), want type %d", req[4], rep, ok, want)
+		}
+		return rep
+	}
+	rpc(tversion(8192), p9Tversion+1)
+	attach := append(append(append(append(le32(1), le32(^uint32(0))...), str("root")...), str("")...), le32(0)...)
+	rpc(msg(104, 1, attach...), 105)
+	walk := append(append(le32(1), le32(2)...), append([]byte{1, 0}, str("hello")...)...)
+	rpc(msg(110, 1, walk...), 111)
+	xw := append(append(le32(2), le32(3)...), str("trusted.overlay.metacopy")...)
+	if rep := rpc(msg(30, 1, xw...), 7); binary.LittleEndian.Uint32(rep[7:]) != 61 {
+		t.Errorf("missing xattr: errno %d, want ENODATA (61)", binary.LittleEndian.Uint32(rep[7:]))
+	}
+	xl := append(append(le32(2), le32(3)...), str("")...) // list: succeeds
+	rpc(msg(30, 1, xl...), 31)
+	rpc(msg(120, 1, le32(3)...), 121) // clunk the xattr fid
+	getattr := append(le32(2), binary.LittleEndian.AppendUint64(nil, 0x3fff)...)
+	rpc(msg(24, 1, getattr...), 25) // the walked fid still works
+}

@@ -19,6 +19,13 @@ import (
 // once, and the guest sees the host's changes.
 const p9Opts = "trans=virtio,version=9p2000.L,msize=512000"
 
+// p9RootOpts mount a root filesystem: cached (cache=loose), as a root's
+// files are read again and again (binaries, libraries) and its host
+// directory is not expected to change under a running guest; overlayfs
+// over an uncached 9p lower refused to exec from it (EINVAL). An rw root
+// reaches the host at the latest when the agent syncs at exit.
+const p9RootOpts = p9Opts + ",cache=loose"
+
 // newRoot is where the agent assembles a job's root filesystem.
 const newRoot = "/run/microvm/root"
 
@@ -34,7 +41,7 @@ func setupJob(j agentproto.Job) (string, error) {
 		prefix = newRoot
 	}
 	for _, m := range j.Mounts {
-		if err := mount9p(m.Tag, prefix+m.Path, m.RO); err != nil {
+		if err := mount9p(m.Tag, prefix+m.Path, m.RO, p9Opts); err != nil {
 			return "", err
 		}
 	}
@@ -51,8 +58,9 @@ func setupJob(j agentproto.Job) (string, error) {
 	return "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", nil
 }
 
-// mount9p mounts the share tagged tag at dir, creating dir if needed.
-func mount9p(tag, dir string, ro bool) error {
+// mount9p mounts the share tagged tag at dir with opts, creating dir if
+// needed.
+func mount9p(tag, dir string, ro bool, opts string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("share %s: %w", tag, err)
 	}
@@ -60,7 +68,7 @@ func mount9p(tag, dir string, ro bool) error {
 	if ro {
 		flags |= unix.MS_RDONLY
 	}
-	if err := unix.Mount(tag, dir, "9p", flags, p9Opts); err != nil {
+	if err := unix.Mount(tag, dir, "9p", flags, opts); err != nil {
 		return fmt.Errorf("mount share %s at %s: %w", tag, dir, err)
 	}
 	return nil
@@ -72,12 +80,12 @@ func mount9p(tag, dir string, ro bool) error {
 // /dev and /tmp on top.
 func mountRoot(r agentproto.Root) error {
 	if r.RW {
-		if err := mount9p(r.Tag, newRoot, false); err != nil {
+		if err := mount9p(r.Tag, newRoot, false, p9RootOpts); err != nil {
 			return err
 		}
 	} else {
 		const lower, rw = "/run/microvm/lower", "/run/microvm/rw"
-		if err := mount9p(r.Tag, lower, true); err != nil {
+		if err := mount9p(r.Tag, lower, true, p9RootOpts); err != nil {
 			return err
 		}
 		if err := mountFS("tmpfs", rw, "tmpfs", "mode=0755"); err != nil {

@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/microvm-dev/microvm/devices/virtio"
@@ -90,7 +91,14 @@ func addVirtio(cfg *Config, dm *DeviceManager) (consoles, error) {
 			return c, inputErr("Shares", "%v", err)
 		}
 		dm.Own(s)
-		if _, err := dm.AddVirtio("virtio-9p "+sh.Tag, virtio.NewNineP(sh.Tag, s)); err != nil {
+		dev := virtio.NewNineP(sh.Tag, s)
+		if os.Getenv("MICROVM_9P_TRACE") != "" {
+			tag := sh.Tag
+			dev.Trace = func(format string, a ...any) {
+				fmt.Fprintf(os.Stderr, "microvm: 9p %s: "+format+"\n", append([]any{tag}, a...)...)
+			}
+		}
+		if _, err := dm.AddVirtio("virtio-9p "+sh.Tag, dev); err != nil {
 			return c, err
 		}
 	}

@@ -56,6 +56,7 @@ type Share struct {
 
 // Open opens dir as a share. The error names dir.
 func Open(dir string, readOnly bool) (*Share, error) {
+	raiseFileLimit()
 	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
@@ -66,6 +67,25 @@ func Open(dir string, readOnly bool) (*Share, error) {
 		return nil, fmt.Errorf("%s: a kernel interface (procfs, sysfs, ...) cannot be shared", dir)
 	}
 	return &Share{root: fd, readOnly: readOnly, devs: map[uint64]uint64{}}, nil
+}
+
+// raiseFileLimit lets the process hold MaxFiles descriptors per share
+// besides its own: the soft limit up to the hard one, and as root the hard
+// one too. A guest whose kernel caches many dentries (cache=loose) keeps a
+// fid, so a descriptor, for each.
+func raiseFileLimit() {
+	var l unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &l) != nil {
+		return
+	}
+	const want = 4 * MaxFiles
+	if l.Cur >= want {
+		return
+	}
+	if l.Max < want && unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: want, Max: want}) == nil {
+		return
+	}
+	_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: min(want, l.Max), Max: l.Max})
 }
 
 // Close closes the share's root; Files the server still holds keep their

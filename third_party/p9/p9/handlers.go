@@ -983,13 +983,29 @@ func (t *txattrwalk) handle(cs *connState) message {
 				buf = []byte(strings.Join(xattrs, "\000") + "\000")
 			}
 		}
-		if err != nil || uint32(len(buf)) > maximumLength {
-			return linux.EINVAL
+		// microvm patch: the File's own error (ENODATA for a missing
+		// attribute, which overlayfs requires of a lower layer), not
+		// EINVAL for all.
+		if err != nil {
+			return err
+		}
+		if uint32(len(buf)) > maximumLength {
+			return linux.E2BIG
 		}
 		size = len(buf)
+		// microvm patch: the xattr fid gets a File of its own (a clone)
+		// and no parent. It used to share ref's File and parent without
+		// taking references, so clunking it closed the File the original
+		// fid still used (the backend's descriptor, whose number the next
+		// open then reuses) and dropped a reference on the parent it
+		// never took.
+		_, clone, err := ref.file.Walk(nil)
+		if err != nil {
+			return err
+		}
 		newRef := &fidRef{
 			server: cs.server,
-			file:   ref.file,
+			file:   clone,
 			pendingXattr: pendingXattr{
 				op:   xattrWalk,
 				name: t.Name,
@@ -997,7 +1013,6 @@ func (t *txattrwalk) handle(cs *connState) message {
 				buf:  buf,
 			},
 			pathNode: ref.pathNode,
-			parent:   ref.parent,
 		}
 		cs.InsertFID(t.newFID, newRef)
 		return nil
