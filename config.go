@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microvm-dev/microvm/agentproto"
 	"github.com/microvm-dev/microvm/internal/agent"
 	"github.com/microvm-dev/microvm/internal/vmm"
 	"github.com/microvm-dev/microvm/internal/vmm/layout"
@@ -79,6 +80,16 @@ type Config struct {
 	// the agent channel, over which Command, milestones and the exit
 	// status then travel instead of the kernel command line.
 	VirtioConsole bool
+
+	// Shares are host directories over virtio-9p, mounted by the agent
+	// (see Share). Rootfs, with Command, makes a host directory the
+	// command's root filesystem (see Rootfs).
+	Shares []Share
+	Rootfs *Rootfs
+	// Dir is the command's working directory in the guest. Default: where
+	// the process's working directory is in the guest, when it lies inside
+	// a share or the rootfs; else /.
+	Dir string
 }
 
 // Disk is a raw disk image for virtio-blk; NetIf a TAP for virtio-net.
@@ -125,17 +136,22 @@ func (cfg Config) engineConfig() (vmm.Config, *agent.Gate, error) {
 	if cfg.Timeout < 0 {
 		return vc, nil, &InputError{What: "Timeout", Msg: "must not be negative"}
 	}
+	shares, job, err := cfg.shares()
+	if err != nil {
+		return vc, nil, err
+	}
+	vc.Shares = shares
 	if cfg.VirtioConsole {
 		// The agent channel comes with the virtio console, with or without
 		// a command: a guest's own agent may use it.
-		vc.Channel = agent.Channel(cfg.Command)
+		vc.Channel = agent.Channel(job)
 	}
 	if len(cfg.Command) == 0 {
 		if vc.Cmdline == "" {
 			vc.Cmdline = CmdlineFor(DefaultCmdline, cfg.VirtioConsole)
 		}
 		if cfg.VirtioConsole {
-			vc.Cmdline = agent.Cmdline(vc.Cmdline, agent.Params(nil, true))
+			vc.Cmdline = agent.Cmdline(vc.Cmdline, agent.Params(agentproto.Job{}, true))
 		}
 		return vc, nil, nil
 	}
@@ -144,7 +160,7 @@ func (cfg Config) engineConfig() (vmm.Config, *agent.Gate, error) {
 	}
 	// The command goes on the kernel command line, or over the agent
 	// channel with VirtioConsole.
-	vc.Cmdline = agent.Cmdline(CmdlineFor(AgentCmdline, cfg.VirtioConsole), cfg.Cmdline, agent.Params(cfg.Command, cfg.VirtioConsole))
+	vc.Cmdline = agent.Cmdline(CmdlineFor(AgentCmdline, cfg.VirtioConsole), cfg.Cmdline, agent.Params(job, cfg.VirtioConsole))
 	out := cfg.Stdout
 	if out == nil {
 		out = io.Discard

@@ -13,7 +13,8 @@ import (
 // the debug port:
 //
 //	guest: {"t":"ready"}
-//	host:  {"t":"cmd","argv":["sh","-c","..."]}  (no argv: nothing to run)
+//	host:  {"t":"cmd","argv":["sh","-c","..."]}  (no argv: nothing to run;
+//	       mounts, root and dir as in Job)
 //	guest: {"t":"milestone","code":2}
 //	guest: {"t":"exit","status":7}
 //
@@ -37,9 +38,20 @@ const (
 type Msg struct {
 	T      string   `json:"t"`
 	Argv   []string `json:"argv,omitempty"`
+	Mounts []Mount  `json:"mounts,omitempty"`
+	Root   *Root    `json:"root,omitempty"`
+	Dir    string   `json:"dir,omitempty"`
 	Code   uint8    `json:"code,omitempty"`
 	Status int      `json:"status"`
 }
+
+// CmdMsg is the "cmd" message that carries j.
+func CmdMsg(j Job) Msg {
+	return Msg{T: MsgCmd, Argv: j.Argv, Mounts: j.Mounts, Root: j.Root, Dir: j.Dir}
+}
+
+// Job is the job a "cmd" message carries.
+func (m Msg) Job() Job { return Job{Argv: m.Argv, Mounts: m.Mounts, Root: m.Root, Dir: m.Dir} }
 
 // EncodeMsg returns m as one line, newline included.
 func EncodeMsg(m Msg) []byte {
@@ -66,6 +78,9 @@ func ParseMsg(line []byte) (Msg, error) {
 	case MsgCmd:
 		if len(m.Argv) > 0 && m.Argv[0] == "" {
 			return Msg{}, fmt.Errorf("agent message: cmd: %w", ErrEmptyArgv)
+		}
+		if err := m.Job().Check(); err != nil {
+			return Msg{}, fmt.Errorf("agent message: cmd: %w", err)
 		}
 	case MsgMilestone:
 		if m.Code == 0 {

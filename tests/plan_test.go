@@ -28,7 +28,7 @@ type l1Group struct {
 // microTests are the tests that boot no Linux guest: micro-guests, the API,
 // signals, bad input. They share one L1 (or run on the host, see run.sh).
 var microTests = []string{
-	"TestAPIMicroGuest", "TestBadInput", "TestCheck", "TestInGuest",
+	"TestAPIMicroGuest", "TestBadInput", "TestCheck", "TestInGuest", "TestInGuestShare", "TestInGuestRoot",
 	"TestMicroGuestBootProtocol", "TestMicroGuestACPI", "TestMicroGuestTripleFault", "TestMicroGuestSMP",
 	"TestMicroGuestHighMemory", "TestMicroGuestTimeout", "TestNonRoot",
 	"TestSignalBeforeKVM", "TestSignalGuestRunning", "TestSignalHangup", "TestConsoleEscape",
@@ -67,6 +67,8 @@ var l1Plan = []l1Group{
 	{Tests: []string{"TestStockKernelCloud"}, CPUs: 1, Minutes: 12},
 	{Tests: []string{"TestStockKernelGeneric"}, CPUs: 1, Minutes: 12},
 	{Tests: []string{"TestStockKernelSMP"}, CPUs: 2, Minutes: 12},
+	{Tests: []string{"TestLinuxShare"}, CPUs: 1, Minutes: 6},
+	{Tests: []string{"TestLinuxRootfs"}, CPUs: 1, Minutes: 8},
 	// `make soak` sets MICROVM_SOAK_N and its own limit.
 	{Tests: []string{"TestLinuxSoak"}, CPUs: 1, Minutes: 5, OptIn: true},
 }

@@ -144,6 +144,12 @@ func benchChildArgs(f *vmFlags) []string {
 	for _, n := range f.nets {
 		args = append(args, "--net="+n)
 	}
+	for _, sh := range f.shares {
+		args = append(args, "--share="+sh)
+	}
+	if f.rootfs != "" {
+		args = append(args, "--rootfs="+f.rootfs)
+	}
 	return append(args, "--", benchCommand)
 }
 

@@ -169,6 +169,8 @@ var configFlags = map[string]string{
 	"Nets":       "--net",
 	"Disks/Nets": "--disk/--net",
 	"NoACPI":     "--acpi",
+	"Shares":     "--share",
+	"Rootfs":     "--rootfs",
 }
 
 // flagFor returns the flag for a Config field; anything else (a flag name

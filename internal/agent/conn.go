@@ -24,7 +24,7 @@ type Port interface {
 // "ready" with the command and turns milestones and the exit status into
 // milestone calls. Its Write runs on the console device's goroutine.
 type Conn struct {
-	cmd       []string
+	job       agentproto.Job
 	port      Port
 	milestone func(code uint8, value uint32)
 	logf      func(format string, a ...any)
@@ -40,11 +40,11 @@ type Conn struct {
 	dropped atomic.Uint64
 }
 
-// NewConn returns the connection that will run cmd. milestone receives the
+// NewConn returns the connection that will run job. milestone receives the
 // agent's milestones (MilestoneCmdDone with the exit status); logf the
 // guest's protocol errors; fatal a panic of the reply goroutine.
-func NewConn(cmd []string, port Port, milestone func(uint8, uint32), logf func(string, ...any), fatal func(error)) *Conn {
-	return &Conn{cmd: cmd, port: port, milestone: milestone, logf: logf, fatal: fatal}
+func NewConn(job agentproto.Job, port Port, milestone func(uint8, uint32), logf func(string, ...any), fatal func(error)) *Conn {
+	return &Conn{job: job, port: port, milestone: milestone, logf: logf, fatal: fatal}
 }
 
 // Write takes what the agent sent; a message over agentproto.MaxMsgLen is
@@ -76,7 +76,7 @@ func (a *Conn) line(l []byte) {
 			a.dropped.Add(1)
 			return
 		}
-		reply := agentproto.EncodeMsg(agentproto.Msg{T: agentproto.MsgCmd, Argv: a.cmd})
+		reply := agentproto.EncodeMsg(agentproto.CmdMsg(a.job))
 		// Writing to the port may wait for the guest to read (a command
 		// line can be longer than the port's buffer), and this runs on the
 		// goroutine that moves the bytes: send from another one. It ends
