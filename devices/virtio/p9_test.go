@@ -304,8 +304,10 @@ func TestNinePXattrWalk(t *testing.T) {
 	if rep := rpc(msg(30, 1, xw...), 7); binary.LittleEndian.Uint32(rep[7:]) != 61 {
 		t.Errorf("missing xattr: errno %d, want ENODATA (61)", binary.LittleEndian.Uint32(rep[7:]))
 	}
-	xl := append(append(le32(2), le32(3)...), str("")...) // list: succeeds
-	rpc(msg(30, 1, xl...), 31)
+	xl := append(append(le32(2), le32(3)...), str("")...) // list: empty, 0 bytes
+	if rep := rpc(msg(30, 1, xl...), 31); len(rep) < 15 || binary.LittleEndian.Uint64(rep[7:]) != 0 {
+		t.Errorf("xattr list of a file without any: %v, want size 0", rep)
+	}
 	rpc(msg(120, 1, le32(3)...), 121) // clunk the xattr fid
 	getattr := append(le32(2), binary.LittleEndian.AppendUint64(nil, 0x3fff)...)
 	rpc(msg(24, 1, getattr...), 25) // the walked fid still works

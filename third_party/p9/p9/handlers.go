@@ -979,7 +979,11 @@ func (t *txattrwalk) handle(cs *connState) message {
 		} else {
 			var xattrs []string
 			xattrs, err = ref.file.ListXattrs()
-			if err == nil {
+			// microvm patch: an empty list is empty, as listxattr(2)
+			// gives it; it was one NUL, a list with one empty name,
+			// whose getxattr fails (EOPNOTSUPP) and with it every
+			// overlayfs copy-up from a 9p lower layer.
+			if err == nil && len(xattrs) > 0 {
 				buf = []byte(strings.Join(xattrs, "\000") + "\000")
 			}
 		}
