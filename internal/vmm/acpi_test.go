@@ -16,11 +16,7 @@ import (
 // same machine (acpi/testdata/dsdt.asl: COM1 and two virtio-mmio windows).
 // The devices without a _HID (i8042, debug port, ACPI registers) stay out.
 func TestACPIFromDeviceRecords(t *testing.T) {
-	dm := newDeviceManager()
-	d := &devices.DebugPort{}
-	if err := dm.AddLegacy(Legacy{COM1: d, I8042: d, Debug: d, ACPI: &devices.ACPIPM{}}); err != nil {
-		t.Fatal(err)
-	}
+	dm, _ := legacyDM(t, &devices.ACPIPM{})
 	for _, name := range []string{"virtio-rng", "virtio-blk vda"} {
 		if _, err := dm.AddVirtio(name, virtio.RNG{}); err != nil {
 			t.Fatal(err)
