@@ -144,6 +144,7 @@ func benchChildArgs(f *vmFlags) []string {
 	for _, n := range f.nets {
 		args = append(args, "--net="+n)
 	}
+	args = append(args, f.sandbox.args()...)
 	return append(args, "--", benchCommand)
 }
 

@@ -25,6 +25,7 @@ type vmFlags struct {
 	timings, json                   bool
 	disks, nets                     []string
 	consoleKind                     string
+	sandbox                         sandboxFlags
 }
 
 func (f *vmFlags) register(fs *pflag.FlagSet, defaultCmdline string) {
@@ -39,6 +40,7 @@ func (f *vmFlags) register(fs *pflag.FlagSet, defaultCmdline string) {
 	fs.StringArrayVar(&f.disks, "disk", nil, "attach a raw disk image as virtio-blk: PATH[,ro] (repeatable: vda, vdb, ...)")
 	fs.StringArrayVar(&f.nets, "net", nil, "attach virtio-net on a host TAP: tap=NAME[,mac=MAC] (repeatable)")
 	fs.StringVar(&f.consoleKind, "console", "serial", "guest console: serial (ttyS0) or virtio (hvc0, plus the agent channel)")
+	f.sandbox.register(fs)
 }
 
 // agentFlags is the flag set of a command whose guest runs a command
@@ -93,6 +95,9 @@ func (f *vmFlags) config(start time.Time) (microvm.Config, error) {
 		}
 		cfg.Nets = append(cfg.Nets, nic)
 	}
+	if err := f.sandbox.apply(&cfg); err != nil {
+		return microvm.Config{}, err
+	}
 	return cfg, nil
 }
 
@@ -144,7 +149,7 @@ func runBoot(e *env, args []string) int {
 	fs := newFlags("boot")
 	f.register(fs, "")
 	fs.Lookup("cmdline").Usage = "kernel command line (default \"" + microvm.DefaultCmdline + "\", hvc0 with --console virtio)"
-	if done, code := parseFlags(fs, "boot --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--timeout DUR]", args); done {
+	if done, code := parseFlags(fs, "boot --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--timeout DUR] [--seccomp kill|log|off] [--uid UID --gid GID] [--jail DIR]", args); done {
 		return code
 	}
 	if fs.NArg() > 0 {

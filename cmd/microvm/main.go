@@ -168,6 +168,9 @@ var configFlags = map[string]string{
 	"Disks":      "--disk",
 	"Nets":       "--net",
 	"Disks/Nets": "--disk/--net",
+	"Seccomp":    "--seccomp",
+	"RunAs":      "--uid",
+	"Jail":       "--jail",
 }
 
 // flagFor returns the flag for a Config field; anything else (a flag name
