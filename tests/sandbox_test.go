@@ -25,7 +25,13 @@ import (
 // The sandbox as a running microvm shows it (issue 16, docs/security.md):
 // /proc says what the process is, whatever microvm's own report claims.
 
-const spinMemory = 64 << 20 // the spin guest's RAM: one mapping of this size
+// spinMemory is the spin guest's RAM, one anonymous mapping of this size:
+// 100 MiB, not a multiple of the Go heap's 64 MiB arenas, so that no other
+// mapping has it.
+const (
+	spinMemory     = 100 << 20
+	spinMemoryFlag = "100M"
+)
 
 // procStatus is /proc/PID[/task/TID]/status as a map of its fields.
 func procStatus(t *testing.T, path string) map[string]string {
@@ -53,15 +59,19 @@ func wantFields(t *testing.T, who string, st map[string]string, want map[string]
 	}
 }
 
-// guestRAM finds the guest RAM mapping in /proc/PID/smaps by its size and
-// returns its start address and VmFlags.
-func guestRAM(t *testing.T, pid int) (uint64, string) {
+// guestRAM finds the guest RAM mapping (findRAM) and checks that it is
+// MADV_DONTDUMP where the kernel shows it.
+func guestRAM(t *testing.T, pid int) {
 	t.Helper()
-	addr, flags := findRAM(pid)
-	if addr == 0 {
-		t.Fatalf("no %d-byte mapping (guest RAM) in /proc/%d/smaps", spinMemory, pid)
+	addr, flags, smaps := findRAM(pid)
+	switch {
+	case addr == 0:
+		t.Fatalf("no %d-byte anonymous mapping (guest RAM) in /proc/%d/maps", spinMemory, pid)
+	case !smaps:
+		t.Logf("no /proc/%d/smaps (CONFIG_PROC_PAGE_MONITOR is off in this kernel): guest RAM's dd flag is checked by internal/vmm's TestDontDump", pid)
+	case !strings.Contains(" "+flags+" ", " dd "):
+		t.Errorf("guest RAM's VmFlags %q lack dd (MADV_DONTDUMP)", flags)
 	}
-	return addr, flags
 }
 
 // bootReport is the --json line in microvm's output: the last line that
@@ -92,7 +102,7 @@ func TestSandboxProc(t *testing.T) {
 	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := startOnPty(t, "boot", "--kernel", filepath.Join(guestsDir(t), "spin.elf"), "--memory", "64M",
+	p := startOnPty(t, "boot", "--kernel", filepath.Join(guestsDir(t), "spin.elf"), "--memory", spinMemoryFlag,
 		"--disk", disk, "--timeout", "5m", "--json")
 	waitFor(t, p, 3*time.Minute, "the guest's banner", func() bool { return strings.Contains(p.output(), "microguest: spin") })
 	pid := p.cmd.Process.Pid
@@ -128,9 +138,7 @@ func TestSandboxProc(t *testing.T) {
 			}
 		}
 	}
-	if _, flags := guestRAM(t, pid); !strings.Contains(" "+flags+" ", " dd ") {
-		t.Errorf("guest RAM's VmFlags %v lack dd (MADV_DONTDUMP)", flags)
-	}
+	guestRAM(t, pid)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(t, time.Minute); code != 143 {
 		t.Fatalf("exit %d after SIGTERM, want 143; output:\n%s", code, p.output())
@@ -193,7 +201,7 @@ func TestSandboxMemory(t *testing.T) {
 					got[k] = v
 				}
 			}
-			want := map[string]string{"Seccomp": "2", "NoNewPrivs": "1", "CapEff": "0000000000000000", "ram_dontdump": "true",
+			want := map[string]string{"Seccomp": "2", "NoNewPrivs": "1", "CapEff": "0000000000000000",
 				"control_mem": "ok", "vm_mem": "denied", "vm_maps": "denied", "vm_exit": "143",
 				"Uid": "0 0 0 0", "Gid": "0 0 0 0", "root": "/"}
 			if as == "uid" {
@@ -205,6 +213,12 @@ func TestSandboxMemory(t *testing.T) {
 				if got[k] != v {
 					t.Errorf("%s = %q, want %q", k, got[k], v)
 				}
+			}
+			if got["ram"] == "0x0" {
+				t.Errorf("no guest RAM mapping found in microvm's maps")
+			}
+			if got["smaps"] == "true" && !strings.Contains(" "+got["ram_flags"]+" ", " dd ") {
+				t.Errorf("guest RAM's VmFlags %q lack dd (MADV_DONTDUMP)", got["ram_flags"])
 			}
 		})
 	}
@@ -301,7 +315,7 @@ func memReader(asUID bool) error {
 	}
 	defer ctl.Wait()
 	defer stopCtl.Close()
-	args := []string{"boot", "--kernel", os.Getenv("MR_GUEST"), "--memory", "64M", "--timeout", "3m"}
+	args := []string{"boot", "--kernel", os.Getenv("MR_GUEST"), "--memory", spinMemoryFlag, "--timeout", "3m"}
 	if asUID {
 		args = append(args, "--uid", strconv.Itoa(testUID), "--gid", strconv.Itoa(testGID), "--jail", os.Getenv("MR_JAIL"))
 	}
@@ -327,8 +341,8 @@ func memReader(asUID bool) error {
 		v, err := os.Readlink(fmt.Sprintf("/proc/%d/%s", pid, link))
 		fmt.Printf("%s=%s\n%s_err=%v\n", link, v, link, err)
 	}
-	ram, flags := findRAM(pid)
-	fmt.Printf("ram=%#x\nram_dontdump=%v\n", ram, strings.Contains(" "+flags+" ", " dd "))
+	ram, flags, smaps := findRAM(pid)
+	fmt.Printf("ram=%#x\nram_flags=%s\nsmaps=%v\n", ram, flags, smaps)
 	// The control's first mapping (its ELF header).
 	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", ctl.Process.Pid))
 	if err != nil {
@@ -376,23 +390,32 @@ func memReader(asUID bool) error {
 	return nil
 }
 
-// findRAM returns the start and VmFlags of the spinMemory-sized mapping
-// (guest RAM) in /proc/PID/smaps, or 0.
-func findRAM(pid int) (uint64, string) {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
-	var start, end uint64
+// findRAM returns the start of the spinMemory-sized anonymous mapping
+// (guest RAM) in /proc/PID/maps, or 0, and its VmFlags from smaps where
+// the kernel has it (CONFIG_PROC_PAGE_MONITOR).
+func findRAM(pid int) (addr uint64, flags string, smaps bool) {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
 	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 0 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
-			s, e, _ := strings.Cut(f[0], "-")
-			start, _ = strconv.ParseUint(s, 16, 64)
-			end, _ = strconv.ParseUint(e, 16, 64)
+		f := strings.Fields(l) // range perms offset dev inode [path]
+		if len(f) != 5 || f[4] != "0" {
+			continue
 		}
-		if len(f) > 0 && f[0] == "VmFlags:" && end-start == spinMemory {
-			return start, strings.Join(f[1:], " ")
+		s, e, _ := strings.Cut(f[0], "-")
+		start, _ := strconv.ParseUint(s, 16, 64)
+		end, _ := strconv.ParseUint(e, 16, 64)
+		if end-start == spinMemory {
+			addr = start
+			break
 		}
 	}
-	return 0, ""
+	sm, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if addr == 0 || err != nil {
+		return addr, "", false
+	}
+	_, rest, _ := strings.Cut("\n"+string(sm), fmt.Sprintf("\n%x-", addr))
+	_, flags, _ = strings.Cut(rest, "VmFlags:")
+	flags, _, _ = strings.Cut(flags, "\n")
+	return addr, strings.TrimSpace(flags), true
 }
 
 // readMem reads 16 bytes of process pid's memory at addr: "ok", or
