@@ -31,6 +31,13 @@ type Needs struct {
 	WritableDisks bool
 	// MaxFileSize is the largest writable disk in bytes: RLIMIT_FSIZE.
 	MaxFileSize uint64
+	// Shares: the virtio-9p backend (devices/virtio/p9fs) serves host
+	// directories; WritableShares: at least one of them is not read-only.
+	Shares, WritableShares bool
+	// ExtraFiles are descriptors the backends may open once the guest
+	// runs (a 9p share holds one per file the guest has walked to), on
+	// top of RLIMIT_NOFILE's room for those open at Apply.
+	ExtraFiles uint64
 }
 
 // Terminal ioctls by number (ioctl_tty(2)): the console's raw mode and its
@@ -95,6 +102,24 @@ func (n Needs) groups(pid int) []seccomp.SyscallGroup {
 	// 4. Optional backends, only when the machine has them.
 	if n.WritableDisks {
 		g = append(g, allow("pwrite64", "fdatasync"))
+	}
+	// The 9p backend walks and opens names relative to the share's
+	// descriptors (openat2 with RESOLVE_BENEATH), and reopens its own
+	// descriptors through /proc/self/fd with openat. seccomp cannot read
+	// a path or openat2's flags, and an absolute name ignores the
+	// directory descriptor, so with shares the filter no longer forbids
+	// opens by path: the backend's RESOLVE_BENEATH confines the guest's
+	// names, and --jail takes the rest of the host's tree out of view.
+	if n.Shares {
+		g = append(g,
+			allow("openat", "openat2", "newfstatat", "fstatfs", "getdents64", "readlinkat",
+				"lseek", "fsync", "fgetxattr", "flistxattr"),
+			when(arg("fcntl", 1, seccomp.Equal, unix.F_DUPFD_CLOEXEC)))
+	}
+	if n.WritableShares {
+		g = append(g, allow("pwrite64", "fdatasync", "ftruncate", "mkdirat", "mknodat", "unlinkat",
+			"renameat", "renameat2", "linkat", "symlinkat", "fchmod", "fchmodat", "fchownat",
+			"utimensat", "fsetxattr", "fremovexattr"))
 	}
 	return g
 }

@@ -209,3 +209,45 @@ func TestLibraryNeedsReload(t *testing.T) {
 		t.Errorf("unrepaired program: mmap PROT_EXEC gets %#x: the library no longer has the bug reloadNr repairs", act)
 	}
 }
+
+// TestFilterShares: the 9p backend's calls pass only when the machine has
+// shares, its modifying calls only when a share is writable, and exec,
+// sockets and ptrace stay denied with shares too.
+func TestFilterShares(t *testing.T) {
+	const allow, deny = "allow", "deny"
+	for _, c := range []struct {
+		name   string
+		needs  Needs
+		nr     int
+		args   []uint64
+		expect string
+	}{
+		{"openat2, no share", Needs{}, unix.SYS_OPENAT2, nil, deny},
+		{"openat2, read-only share", Needs{Shares: true}, unix.SYS_OPENAT2, nil, allow},
+		{"openat (reopen through /proc/self/fd)", Needs{Shares: true}, unix.SYS_OPENAT, nil, allow},
+		{"fgetxattr", Needs{Shares: true}, unix.SYS_FGETXATTR, nil, allow},
+		{"getdents64", Needs{Shares: true}, unix.SYS_GETDENTS64, nil, allow},
+		{"fcntl F_DUPFD_CLOEXEC", Needs{Shares: true}, unix.SYS_FCNTL, []uint64{3, unix.F_DUPFD_CLOEXEC}, allow},
+		{"fcntl F_DUPFD, share", Needs{Shares: true}, unix.SYS_FCNTL, []uint64{3, unix.F_DUPFD}, deny},
+		{"unlinkat, read-only share", Needs{Shares: true}, unix.SYS_UNLINKAT, nil, deny},
+		{"mkdirat, read-only share", Needs{Shares: true}, unix.SYS_MKDIRAT, nil, deny},
+		{"fsetxattr, read-only share", Needs{Shares: true}, unix.SYS_FSETXATTR, nil, deny},
+		{"unlinkat, writable share", Needs{Shares: true, WritableShares: true}, unix.SYS_UNLINKAT, nil, allow},
+		{"renameat, writable share", Needs{Shares: true, WritableShares: true}, unix.SYS_RENAMEAT, nil, allow},
+		{"execve, writable share", Needs{Shares: true, WritableShares: true}, unix.SYS_EXECVE, nil, deny},
+		{"socket, writable share", Needs{Shares: true, WritableShares: true}, unix.SYS_SOCKET, []uint64{unix.AF_INET}, deny},
+		{"ptrace, writable share", Needs{Shares: true, WritableShares: true}, unix.SYS_PTRACE, nil, deny},
+		{"chroot, writable share", Needs{Shares: true, WritableShares: true}, unix.SYS_CHROOT, nil, deny},
+	} {
+		c.needs.Ioctls = testIoctls
+		prog := assembleFor(t, c.needs, Kill)
+		act, _ := run(t, prog, auditArch, c.nr, c.args...)
+		got := deny
+		if act == retAllow {
+			got = allow
+		}
+		if got != c.expect {
+			t.Errorf("%s: action %#x (%s), want %s", c.name, act, got, c.expect)
+		}
+	}
+}

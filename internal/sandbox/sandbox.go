@@ -64,7 +64,7 @@ type Report struct {
 	Dumpable  bool   `json:"dumpable"`
 	CoreLimit uint64 `json:"rlimit_core"`
 	// NoFileLimit is RLIMIT_NOFILE: the descriptors open at Apply plus
-	// fdSpare.
+	// fdSpare, plus what the backends may still open (Needs.ExtraFiles).
 	NoFileLimit uint64 `json:"rlimit_nofile"`
 	// FSizeLimit is RLIMIT_FSIZE, the largest writable disk; -1 when it
 	// stays unlimited (see Notes).
@@ -190,7 +190,7 @@ func Apply(o Options) (Report, error) {
 	if err := noDumps(&r); err != nil {
 		return r, err
 	}
-	r.NoFileLimit = nofile + fdSpare
+	r.NoFileLimit = nofile + fdSpare + o.Needs.ExtraFiles
 	if err := setLimits(&r, o.Needs.MaxFileSize); err != nil {
 		return r, err
 	}

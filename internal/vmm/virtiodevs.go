@@ -97,6 +97,9 @@ func addVirtio(cfg *Config, dm *DeviceManager, needs *sandbox.Needs) (consoles, 
 			return c, inputErr("Shares", "%v", err)
 		}
 		dm.Own(s)
+		needs.Shares = true
+		needs.WritableShares = needs.WritableShares || !sh.ReadOnly
+		needs.ExtraFiles += p9fs.MaxFiles
 		dev := virtio.NewNineP(sh.Tag, s)
 		if os.Getenv("MICROVM_9P_TRACE") != "" {
 			tag := sh.Tag
