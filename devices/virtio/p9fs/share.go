@@ -46,7 +46,7 @@ const MaxFiles = 32768
 
 // Share is one host directory served over 9P.
 type Share struct {
-	root     int // O_PATH descriptor of the directory
+	root int // O_PATH descriptor of the directory
 	// proc is an O_PATH descriptor of /proc/self/fd, opened with the
 	// share. Every call that must reach an inode through one of our own
 	// descriptors by name (reopening it for I/O, chmod, linkat, utimensat)
