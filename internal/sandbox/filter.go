@@ -29,7 +29,8 @@ type Needs struct {
 	Ioctls []uint64
 	// WritableDisks: virtio-blk writes and flushes its images.
 	WritableDisks bool
-	// MaxFileSize is the largest writable disk in bytes: RLIMIT_FSIZE.
+	// MaxFileSize is the largest writable disk in bytes: RLIMIT_FSIZE; or
+	// NoFileSizeLimit, with a writable share.
 	MaxFileSize uint64
 	// Shares: the virtio-9p backend (devices/virtio/p9fs) serves host
 	// directories; WritableShares: at least one of them is not read-only.
@@ -39,6 +40,9 @@ type Needs struct {
 	// top of RLIMIT_NOFILE's room for those open at Apply.
 	ExtraFiles uint64
 }
+
+// NoFileSizeLimit as Needs.MaxFileSize leaves RLIMIT_FSIZE as it is.
+const NoFileSizeLimit = ^uint64(0)
 
 // Terminal ioctls by number (ioctl_tty(2)): the console's raw mode and its
 // restore (TCGETS, TCSETS*), and the window size. Never TIOCSTI, which

@@ -175,6 +175,13 @@ func setLimits(r *Report, maxFile uint64) error {
 			return nil
 		}
 	}
+	// A writable share's files grow as large as the guest makes them,
+	// within the host directory's own quota: a limit here would kill the
+	// VMM with SIGXFSZ on the guest's first large write.
+	if maxFile == NoFileSizeLimit {
+		r.Notes = append(r.Notes, "RLIMIT_FSIZE left as it was: a writable share")
+		return nil
+	}
 	if err := setLimit(unix.RLIMIT_FSIZE, maxFile, "RLIMIT_FSIZE"); err != nil {
 		return err
 	}

@@ -98,7 +98,10 @@ func addVirtio(cfg *Config, dm *DeviceManager, needs *sandbox.Needs) (consoles, 
 		}
 		dm.Own(s)
 		needs.Shares = true
-		needs.WritableShares = needs.WritableShares || !sh.ReadOnly
+		if !sh.ReadOnly {
+			needs.WritableShares = true
+			needs.MaxFileSize = sandbox.NoFileSizeLimit
+		}
 		needs.ExtraFiles += p9fs.MaxFiles
 		dev := virtio.NewNineP(sh.Tag, s)
 		if os.Getenv("MICROVM_9P_TRACE") != "" {
