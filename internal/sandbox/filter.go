@@ -121,7 +121,8 @@ func (n Needs) groups(pid int) []seccomp.SyscallGroup {
 			when(arg("fcntl", 1, seccomp.Equal, unix.F_DUPFD_CLOEXEC)))
 	}
 	if n.WritableShares {
-		g = append(g, allow("pwrite64", "fdatasync", "ftruncate", "mkdirat", "mknodat", "unlinkat",
+		// geteuid: a new file's owner is set only as root (p9fs chown).
+		g = append(g, allow("geteuid", "pwrite64", "fdatasync", "ftruncate", "mkdirat", "mknodat", "unlinkat",
 			"renameat", "renameat2", "linkat", "symlinkat", "fchmod", "fchmodat", "fchownat",
 			"utimensat", "fsetxattr", "fremovexattr"))
 	}

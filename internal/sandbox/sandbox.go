@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Mode is what the seccomp filter does with a call outside the allowlist.
@@ -191,6 +193,14 @@ func Apply(o Options) (Report, error) {
 		return r, err
 	}
 	r.NoFileLimit = nofile + fdSpare + o.Needs.ExtraFiles
+	// Never above the hard limit: the capabilities are gone by now, and
+	// lowering is all a process may do without CAP_SYS_RESOURCE. The
+	// backends that want more (p9fs.Open) raised it while they could.
+	var cur unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &cur) == nil && r.NoFileLimit > cur.Max {
+		r.Notes = append(r.Notes, fmt.Sprintf("RLIMIT_NOFILE %d, the hard limit, rather than the %d the backends could use", cur.Max, r.NoFileLimit))
+		r.NoFileLimit = cur.Max
+	}
 	if err := setLimits(&r, o.Needs.MaxFileSize); err != nil {
 		return r, err
 	}
