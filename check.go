@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/microvm-dev/microvm/internal/sandbox"
 	"github.com/microvm-dev/microvm/internal/vmm"
 	"github.com/microvm-dev/microvm/internal/vmm/layout"
 	"golang.org/x/sys/unix"
@@ -29,6 +30,9 @@ type CheckReport struct {
 	Caps       []CapCheck   `json:"capabilities,omitempty"`
 	Hardware   HardwareInfo `json:"hardware"`
 	Limits     HostLimits   `json:"limits"`
+	// Sandbox is what of the sandbox (docs/security.md) this host offers
+	// this caller: seccomp, user namespaces, the jail.
+	Sandbox SandboxSupport `json:"sandbox"`
 }
 
 // KVMDevice is what /dev/kvm looks like to the calling user.
@@ -93,6 +97,11 @@ func CheckHost() CheckReport {
 	r.Hardware = hardwareInfo(cpuinfo)
 	r.Limits = hostLimits()
 	r.KVM = kvmDevice("/dev/kvm")
+	r.Sandbox = sandbox.Probe()
+	if !r.Sandbox.Seccomp {
+		// The default Seccomp would refuse to start any guest.
+		r.problem("%s", r.Sandbox.SeccompNote)
+	}
 
 	if k, err := vmm.OpenKVM(); err != nil {
 		if r.KVM.Error == "" {

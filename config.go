@@ -90,6 +90,29 @@ type Config struct {
 	// the process's working directory is in the guest, when it lies inside
 	// a share or the rootfs; else /.
 	Dir string
+	// The sandbox (docs/security.md). Once the guest is set up, Start
+	// confines the whole calling process, every thread, for good: a
+	// seccomp filter that admits only what running this guest needs, no
+	// capabilities, no_new_privs, not dumpable, no core file, and
+	// RLIMIT_NOFILE and RLIMIT_FSIZE cut to what the guest needs. The
+	// process can then run this guest and exit, nothing else: no other
+	// Start, no file opened, no exec. That is what the microvm command
+	// wants; a program that goes on with other work sets NoSandbox, or
+	// runs each guest in a process of its own (as the microvm command).
+	//
+	// Seccomp is what the filter does with any other call (the zero value
+	// is SeccompKill).
+	Seccomp SeccompMode
+	// RunAs, if set, drops the process to this user and group, with no
+	// supplementary groups (needs root).
+	RunAs *Credential
+	// Jail, if set, chroots the process into this directory: empty, or
+	// created (needs root). The guest's files are open by then.
+	Jail string
+	// NoSandbox leaves the process as it is: only guest RAM is still kept
+	// out of core dumps (MADV_DONTDUMP). Seccomp must then be unset or
+	// SeccompOff, RunAs and Jail unset.
+	NoSandbox bool
 }
 
 // Disk is a raw disk image for virtio-blk; NetIf a TAP for virtio-net.

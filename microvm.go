@@ -21,28 +21,40 @@ import (
 	"io"
 	"time"
 
+	"github.com/microvm-dev/microvm/internal/sandbox"
 	"github.com/microvm-dev/microvm/internal/vmm"
 )
 
 // VM is a running guest. Call Wait to reap it.
 type VM struct {
-	m      *vmm.Machine
-	cancel context.CancelFunc
-	done   chan struct{}
-	ended  chan struct{} // the guest stopped; Close (the console drain) may run on
-	res    Result
-	err    error
+	m       *vmm.Machine
+	cancel  context.CancelFunc
+	done    chan struct{}
+	ended   chan struct{} // the guest stopped; Close (the console drain) may run on
+	sandbox *SandboxReport
+	res     Result
+	err     error
 }
 
-// Start checks cfg, creates the VM, loads the kernel and starts the vCPUs.
-// Bad input is an *InputError naming the Config field; a missing or
-// forbidden /dev/kvm is an error for which IsNoKVM holds, whose message says
-// how to fix it. Canceling ctx stops the guest (ExitCanceled).
+// Start checks cfg, creates the VM, loads the kernel, sandboxes the
+// process (see Config.Seccomp) and starts the vCPUs. Bad input is an
+// *InputError naming the Config field; a missing or forbidden /dev/kvm is
+// an error for which IsNoKVM holds, whose message says how to fix it. In a
+// process an earlier Start sandboxed, it returns ErrSandboxed. Canceling
+// ctx stops the guest (ExitCanceled).
 func Start(ctx context.Context, cfg Config) (*VM, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if sandbox.Applied() {
+		// Before anything is opened: the filter would end the process.
+		return nil, ErrSandboxed
+	}
 	vc, gate, err := cfg.engineConfig()
+	if err != nil {
+		return nil, err
+	}
+	sb, err := cfg.sandboxOptions()
 	if err != nil {
 		return nil, err
 	}
@@ -60,6 +72,14 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		return nil, err
 	}
 	vm := &VM{m: m, done: make(chan struct{}), ended: make(chan struct{})}
+	if !cfg.NoSandbox {
+		// Everything the guest needs is open and mapped, the vCPUs exist,
+		// and no guest instruction has run yet.
+		if vm.sandbox, err = confine(m, sb); err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
 	var runCtx context.Context
 	if cfg.Timeout > 0 {
 		runCtx, vm.cancel = context.WithTimeout(ctx, cfg.Timeout)
@@ -74,6 +94,7 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		r := m.Run(runCtx)
 		close(vm.ended)
 		vm.res = result(r, gate)
+		vm.res.Sandbox = vm.sandbox
 		if r.Reason == vmm.ExitError {
 			vm.err = r.Err
 		}

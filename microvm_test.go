@@ -78,3 +78,35 @@ func TestStartBadInput(t *testing.T) {
 		t.Errorf("Start with a canceled context: %v", err)
 	}
 }
+
+// TestSandboxOptions: the sandbox fields are checked before anything is
+// set up, and NoSandbox refuses what would need the sandbox.
+func TestSandboxOptions(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		want string // the InputError's field, "" for none
+	}{
+		{"defaults", Config{}, ""},
+		{"log", Config{Seccomp: SeccompLog}, ""},
+		{"off", Config{Seccomp: SeccompOff}, ""},
+		{"bad mode", Config{Seccomp: "strict"}, "Seccomp"},
+		{"no sandbox", Config{NoSandbox: true}, ""},
+		{"no sandbox, seccomp off", Config{NoSandbox: true, Seccomp: SeccompOff}, ""},
+		{"no sandbox with kill", Config{NoSandbox: true, Seccomp: SeccompKill}, "Seccomp"},
+		{"no sandbox with RunAs", Config{NoSandbox: true, RunAs: &Credential{UID: 1, GID: 1}}, "RunAs"},
+		{"no sandbox with a jail", Config{NoSandbox: true, Jail: "/var/empty"}, "Jail"},
+		{"jail under a file", Config{Jail: "/proc/self/status/jail"}, "Jail"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := c.cfg.sandboxOptions()
+			var ie *InputError
+			switch {
+			case c.want == "" && err != nil:
+				t.Errorf("err %v, want none", err)
+			case c.want != "" && (!errors.As(err, &ie) || ie.What != c.want):
+				t.Errorf("err %v, want an InputError for %s", err, c.want)
+			}
+		})
+	}
+}

@@ -74,6 +74,9 @@ type Result struct {
 	// at exit as the engine measured it (mincore), for overhead figures.
 	Start        time.Time
 	GuestTouched uint64
+	// Sandbox is what the sandbox did to the process (nil with
+	// NoSandbox).
+	Sandbox *SandboxReport
 }
 
 // result is the public form of the engine's result; gate is the agent's

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -19,6 +21,55 @@ import (
 
 // Tests of the Go API (package microvm), booting real guests in this
 // process, as a Go test that uses microvm would.
+
+// startHere starts a guest in this process without the sandbox: a
+// sandboxed test process could open no file and start no second guest
+// (Config.NoSandbox). TestAPISandboxed runs the default, sandboxed, in a
+// process of its own.
+func startHere(ctx context.Context, cfg microvm.Config) (*microvm.VM, error) {
+	cfg.NoSandbox = true
+	return microvm.Start(ctx, cfg)
+}
+
+// TestAPISandboxed: Start with the default Config sandboxes the process
+// it runs in (a child: the "api" helper), the guest still runs, the
+// Result reports the sandbox, and a second Start is refused with
+// ErrSandboxed instead of dying at its first open.
+func TestAPISandboxed(t *testing.T) {
+	needKVM(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "MICROVM_TEST_HELPER=api", "API_GUEST="+filepath.Join(guestsDir(t), "hello.elf"))
+	out, err := cmd.CombinedOutput()
+	t.Logf("helper:\n%s", out)
+	if err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	for _, want := range []string{"microguest: hello", "exit=0 reason=reset err=<nil>", "seccomp=kill no_new_privs=true caps_dropped=true dumpable=false",
+		"second start: " + microvm.ErrSandboxed.Error()} {
+		if !strings.Contains(string(out), want+"\n") {
+			t.Errorf("helper output lacks the line %q", want)
+		}
+	}
+}
+
+// apiSandboxed is the "api" helper: one guest with the default Config,
+// then a second Start.
+func apiSandboxed() int {
+	ctx := context.Background()
+	vm, err := microvm.Start(ctx, microvm.Config{Kernel: os.Getenv("API_GUEST"), Memory: 64 << 20, Stdout: os.Stdout, Timeout: time.Minute})
+	if err != nil {
+		fmt.Println("start:", err)
+		return 1
+	}
+	res, err := vm.Wait()
+	fmt.Printf("exit=%d reason=%s err=%v\n", res.ExitCode, res.Reason, err)
+	if s := res.Sandbox; s != nil {
+		fmt.Printf("seccomp=%s no_new_privs=%v caps_dropped=%v dumpable=%v\n", s.Seccomp, s.NoNewPrivs, s.CapsDropped, s.Dumpable)
+	}
+	_, err = microvm.Start(ctx, microvm.Config{Kernel: os.Getenv("API_GUEST")})
+	fmt.Printf("second start: %v\n", err)
+	return 0
+}
 
 // waitGoroutines waits until the goroutine count is back to base: a
 // finished VM leaves no vCPU, poller or input goroutine behind.
@@ -43,7 +94,7 @@ func TestAPIMicroGuest(t *testing.T) {
 	t.Run("reset", func(t *testing.T) {
 		var out agent.Capture
 		in, w := io.Pipe()
-		vm, err := microvm.Start(ctx, microvm.Config{
+		vm, err := startHere(ctx, microvm.Config{
 			Kernel: filepath.Join(guests, "hello.elf"), Cmdline: "api=yes",
 			Memory: 64 << 20, Stdout: &out, Stdin: in, NoACPI: true,
 		})
@@ -72,7 +123,7 @@ func TestAPIMicroGuest(t *testing.T) {
 		}
 	})
 	t.Run("timeout", func(t *testing.T) {
-		vm, err := microvm.Start(ctx, microvm.Config{Kernel: filepath.Join(guests, "spin.elf"), Timeout: 2 * time.Second})
+		vm, err := startHere(ctx, microvm.Config{Kernel: filepath.Join(guests, "spin.elf"), Timeout: 2 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,7 +136,7 @@ func TestAPIMicroGuest(t *testing.T) {
 		var out agent.Capture
 		cctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		vm, err := microvm.Start(cctx, microvm.Config{Kernel: filepath.Join(guests, "spin.elf"), Stdout: &out})
+		vm, err := startHere(cctx, microvm.Config{Kernel: filepath.Join(guests, "spin.elf"), Stdout: &out})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -103,7 +154,7 @@ func TestAPIMicroGuest(t *testing.T) {
 		}
 	})
 	t.Run("crash", func(t *testing.T) {
-		vm, err := microvm.Start(ctx, microvm.Config{Kernel: filepath.Join(guests, "triple.elf"), Timeout: time.Minute})
+		vm, err := startHere(ctx, microvm.Config{Kernel: filepath.Join(guests, "triple.elf"), Timeout: time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,7 +168,7 @@ func TestAPIMicroGuest(t *testing.T) {
 	for _, virtio := range []bool{false, true} {
 		t.Run(fmt.Sprintf("late stdin virtio=%v", virtio), func(t *testing.T) {
 			in := &lateReader{after: make(chan (<-chan struct{}), 1), sent: make(chan struct{})}
-			vm, err := microvm.Start(ctx, microvm.Config{
+			vm, err := startHere(ctx, microvm.Config{
 				Kernel: filepath.Join(guests, "hello.elf"), Memory: 64 << 20,
 				Stdin: in, VirtioConsole: virtio,
 			})
@@ -176,7 +227,7 @@ func TestLinuxAPI(t *testing.T) {
 	var out agent.Capture
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	vm, err := microvm.Start(ctx, microvm.Config{
+	vm, err := startHere(ctx, microvm.Config{
 		Kernel: kernel, Initrd: initrd, Memory: 128 << 20,
 		Command: []string{"sh", "-c", "read line < /dev/ttyS0; echo got-$line; exit 5"},
 		Stdin:   in,

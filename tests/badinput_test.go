@@ -1,9 +1,12 @@
 package tests
 
 import (
+	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -118,6 +121,26 @@ func TestBadInput(t *testing.T) {
 		{"check unknown flag", []string{"--fix"}, "fix", "check"},
 		{"compare stray argument", []string{"--kernel", good, "--initrd", elf, "docker"}, "docker", "compare"},
 		{"unknown command", []string{}, "unknown command", "frobnicate"},
+		{"seccomp mode", []string{"--kernel", good, "--seccomp", "strict"}, "--seccomp", ""},
+		{"run seccomp mode", []string{"--kernel", good, "--initrd", elf, "--seccomp", "", "--", "true"}, "--seccomp", "run"},
+		{"uid not a number", []string{"--kernel", good, "--uid", "nobody", "--gid", "0"}, "--uid", ""},
+		{"gid not a number", []string{"--kernel", good, "--uid", "0", "--gid", "-1"}, "--gid", ""},
+		{"uid out of range", []string{"--kernel", good, "--uid", "4294967295", "--gid", "0"}, "--uid", ""},
+		{"uid without gid", []string{"--kernel", good, "--uid", "4242"}, "--uid", ""},
+		{"gid without uid", []string{"--kernel", good, "--gid", "4242"}, "--gid", ""},
+		{"jail parent missing", []string{"--kernel", good, "--jail", filepath.Join(dir, "no", "jail")}, "--jail", ""},
+		{"jail not empty", []string{"--kernel", good, "--jail", dir}, "--jail", ""},
+		{"jail is a file", []string{"--kernel", good, "--jail", good}, "--jail", ""},
+	}
+	// As an ordinary user: what needs root says so. (As root these run
+	// as uid testUID, from a copy of the binary that user may run.)
+	userCases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"jail without root", []string{"boot", "--kernel", good, "--jail", filepath.Join(os.TempDir(), "microvm-jail")}, "--jail"},
+		{"uid without root", []string{"boot", "--kernel", good, "--uid", "1", "--gid", "1"}, "--uid"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -125,20 +148,57 @@ func TestBadInput(t *testing.T) {
 			if cmd == "" {
 				cmd = "boot"
 			}
-			r := runMicrovm(t, time.Minute, append([]string{cmd}, c.args...)...)
-			if r.code != 2 {
-				t.Errorf("exit code %d, want 2; stderr %q", r.code, r.stderr)
-			}
-			lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
-			if len(lines) != 1 || !strings.HasPrefix(lines[0], "microvm: ") {
-				t.Errorf("stderr is not one 'microvm: ' line: %q", r.stderr)
-			}
-			if !strings.Contains(r.stderr, c.want) {
-				t.Errorf("stderr %q does not mention %q", r.stderr, c.want)
-			}
-			if strings.Contains(r.stderr, "panic") || strings.Contains(r.stderr, "goroutine") {
-				t.Errorf("stderr has a Go panic: %q", r.stderr)
-			}
+			checkBadInput(t, runMicrovm(t, time.Minute, append([]string{cmd}, c.args...)...), c.want)
 		})
 	}
+	for _, c := range userCases {
+		t.Run(c.name, func(t *testing.T) {
+			checkBadInput(t, runAsUser(t, c.args...), c.want)
+		})
+	}
+}
+
+// checkBadInput: exit 2, one "microvm: " line naming want, no panic.
+func checkBadInput(t *testing.T, r result, want string) {
+	t.Helper()
+	if r.code != 2 {
+		t.Errorf("exit code %d, want 2; stderr %q", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "microvm: ") {
+		t.Errorf("stderr is not one 'microvm: ' line: %q", r.stderr)
+	}
+	if !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr %q does not mention %q", r.stderr, want)
+	}
+	if strings.Contains(r.stderr, "panic") || strings.Contains(r.stderr, "goroutine") {
+		t.Errorf("stderr has a Go panic: %q", r.stderr)
+	}
+}
+
+// runAsUser runs microvm as an ordinary user: as it is when the test is
+// not root, else as testUID from a copy of the binary that user may run.
+func runAsUser(t *testing.T, args ...string) result {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return runMicrovm(t, time.Minute, args...)
+	}
+	dir, err := os.MkdirTemp("", "microvm-user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := copyFile(t, microvmBin(t), filepath.Join(dir, "microvm"), 0o755)
+	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: testUID, Gid: testGID}}
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	code, err := exitCode(cmd.Run())
+	if err != nil {
+		t.Fatalf("run microvm as uid %d: %v", testUID, err)
+	}
+	return result{stdout: so.String(), stderr: se.String(), code: code}
 }

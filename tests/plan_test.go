@@ -33,6 +33,7 @@ var microTests = []string{
 	"TestMicroGuestHighMemory", "TestMicroGuestTimeout", "TestNonRoot",
 	"TestSignalBeforeKVM", "TestSignalGuestRunning", "TestSignalHangup", "TestConsoleEscape",
 	"TestHostileTransport", "TestHostileGrowth", "TestHostileStalledStdout",
+	"TestSandboxProc", "TestSandboxModes", "TestSandboxMemory", "TestAPISandboxed",
 }
 
 // l1Plan: one Linux-booting test per L1, so that every test starts from a
@@ -85,6 +86,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("MICROVM_PRINT_L1PLAN") == "1" {
 		printPlan()
 		os.Exit(0)
+	}
+	if h := os.Getenv("MICROVM_TEST_HELPER"); h != "" {
+		os.Exit(runHelper(h)) // a child some test started (sandbox_test.go)
 	}
 	os.Exit(m.Run())
 }

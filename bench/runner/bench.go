@@ -51,25 +51,57 @@ func runFirstRun(o *options) []float64 {
 	fmt.Printf("\n== exec to first KVM_RUN: microvm boot of the pio micro-guest (no initrd), %d runs\n", o.benchRuns)
 	var v []float64
 	for i := 1; i <= o.benchRuns; i++ {
-		cmd := exec.Command(o.microvm, "boot", "--kernel", o.pioGuest, "--cmdline", "count=1", "--json", "--timeout", "1m")
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		t0 := time.Now()
-		err := cmd.Run()
-		var rep report.Boot
-		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
-		jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &rep)
-		if err != nil || jerr != nil {
-			progressf("run %d: failed: %v %v: %s", i, err, jerr, lastLine(stderr.Bytes()))
+		ms, err := execTo(o, microvm.PhaseFirstRun, "boot", "--kernel", o.pioGuest, "--cmdline", "count=1", "--json", "--timeout", "1m")
+		if err != nil {
+			progressf("run %d: failed: %v", i, err)
 			continue
 		}
-		if at, ok := rep.Timeline.MS(microvm.PhaseFirstRun); ok {
-			ms := float64(time.Unix(0, rep.StartUnixNS).Sub(t0).Microseconds())/1e3 + at
-			v = append(v, ms)
-			progressf("run %d/%d: first KVM_RUN %.1f ms after exec", i, o.benchRuns, ms)
-		}
+		v = append(v, ms)
+		progressf("run %d/%d: first KVM_RUN %.1f ms after exec", i, o.benchRuns, ms)
 	}
 	return v
+}
+
+// runSandboxInit boots the Linux guest to init with the default sandbox
+// and with --seccomp off (ms from exec), alternating (the order turns each round), so
+// that both see the same load.
+func runSandboxInit(o *options) *onOff {
+	fmt.Printf("\n== exec to init, sandbox (seccomp kill) against --seccomp off, %d runs each, alternating\n", o.benchRuns)
+	r := &onOff{}
+	for i := 1; i <= o.benchRuns; i++ {
+		for _, mode := range seccompSides(i) {
+			ms, err := execTo(o, microvm.PhaseInit, "run", "--json", "--seccomp", mode, "--kernel", o.kernel, "--initrd", o.initrd,
+				"--memory", fmt.Sprintf("%dM", o.memoryMiB), "--timeout", o.bootTimeout.String(), "--", "true")
+			if err != nil {
+				progressf("run %d/%d seccomp %-4s: failed: %v", i, o.benchRuns, mode, err)
+				continue
+			}
+			r.add(mode, ms)
+			progressf("run %d/%d seccomp %-4s: init %.0f ms after exec", i, o.benchRuns, mode, ms)
+		}
+	}
+	return r
+}
+
+// execTo runs microvm with args (which include --json) and returns the ms
+// from exec to phase: the parent's exec time to the child's timeline zero,
+// plus the phase's place on the timeline.
+func execTo(o *options, phase microvm.Phase, args ...string) (float64, error) {
+	cmd := exec.Command(o.microvm, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	t0 := time.Now()
+	err := cmd.Run()
+	var rep report.Boot
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &rep); err != nil || jerr != nil {
+		return 0, fmt.Errorf("%v %v: %s", err, jerr, lastLine(stderr.Bytes()))
+	}
+	at, ok := rep.Timeline.MS(phase)
+	if !ok {
+		return 0, fmt.Errorf("no %s in the timeline", phase)
+	}
+	return float64(time.Unix(0, rep.StartUnixNS).Sub(t0).Microseconds())/1e3 + at, nil
 }
 
 // benchFlags registers how many boots `microvm bench` and the first-run

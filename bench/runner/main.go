@@ -3,11 +3,13 @@
 // harness's L1. In one run it measures, in this order:
 //
 //  1. the exit path (pio.go): the pio micro-guest's 100k port-I/O exits to
-//     the no-op register 0x3f4, run in this process through package microvm
-//     (microvm's own vCPU loop and bus), against bench/pioloop.c, a C loop
-//     doing the same KVM_RUN round trips;
+//     the no-op register 0x3f4, each run in a child of this process through
+//     package microvm (microvm's own vCPU loop and bus), sandboxed and with
+//     --seccomp off, against bench/pioloop.c, a C loop doing the same
+//     KVM_RUN round trips;
 //  2. `microvm bench` (bench.go): the boot timeline and the VMM's memory
-//     overhead, and exec to the first KVM_RUN of the pio micro-guest;
+//     overhead, exec to the first KVM_RUN of the pio micro-guest, and
+//     exec to init with the sandbox against --seccomp off;
 //  3. (compare.go, trial.go) microvm against its peers (gokvm, QEMU -M microvm), same kernel,
 //     initrd and command line, in rounds whose order rotates: time from exec
 //     to the guest agent's first console line, time from exec to the VMM's
@@ -30,6 +32,7 @@ type options struct {
 	note string
 
 	pioGuest, pioLoop, pioProfile string
+	pioChild                      string
 	pioCount, pioReps             int
 
 	microvm, gokvm, qemu string
@@ -79,6 +82,9 @@ func main() {
 	if o.summarize != "" {
 		os.Exit(summarizeLog(&o))
 	}
+	if o.pioChild != "" {
+		os.Exit(pioChild(&o))
+	}
 	if o.only != "" {
 		os.Exit(runOnly(&o))
 	}
@@ -95,6 +101,7 @@ func main() {
 	}
 	if o.microvm != "" && o.benchRuns > 0 {
 		s.bench = runMicrovmBench(&o)
+		s.sbInit = runSandboxInit(&o)
 	}
 	if o.microvm != "" && o.profile {
 		runProfile(&o)

@@ -14,6 +14,7 @@ import (
 type summary struct {
 	firstRun []float64
 	pio      *pioResult
+	sbInit   *onOff // exec to init, ms
 	bench    *benchResult
 	cmp      *compareResult
 }
@@ -42,12 +43,26 @@ func verdict(ok bool) string {
 func (r *summary) print(o *options) {
 	fmt.Printf("\n== summary\n")
 	if p := r.pio; p != nil {
-		mv, ok1 := median(p.microvm)
+		mv, ok1 := median(p.microvm.on)
 		c, ok2 := median(p.cloop)
 		fmt.Printf("exit path (%d PIO exits, median of %d): microvm %s µs/exit, C loop %s µs/exit",
 			o.pioCount, o.pioReps, fmtOpt(mv, ok1, "%.2f"), fmtOpt(c, ok2, "%.2f"))
 		if ok1 && ok2 {
 			fmt.Printf(", ratio %.2fx (target <= 1.3x: %s)", mv/c, verdict(mv/c <= 1.3))
+		}
+		fmt.Println()
+		if off, ok := median(p.microvm.off); ok && ok1 {
+			fmt.Printf("sandbox cost per exit (median of %d): seccomp kill %.2f µs/exit, --seccomp off %.2f µs/exit, ratio %.3fx (target <= 1.05x: %s)\n",
+				o.pioReps, mv, off, mv/off, verdict(mv/off <= 1.05))
+		}
+	}
+	if si := r.sbInit; si != nil {
+		on, ok1 := median(si.on)
+		off, ok2 := median(si.off)
+		fmt.Printf("sandbox cost at boot, exec to init (median of %d): seccomp kill %s ms, --seccomp off %s ms", o.benchRuns,
+			fmtOpt(on, ok1, "%.0f"), fmtOpt(off, ok2, "%.0f"))
+		if ok1 && ok2 {
+			fmt.Printf(", ratio %.3fx", on/off)
 		}
 		fmt.Println()
 	}

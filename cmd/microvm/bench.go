@@ -150,6 +150,7 @@ func benchChildArgs(f *vmFlags) []string {
 	if f.rootfs != "" {
 		args = append(args, "--rootfs="+f.rootfs)
 	}
+	args = append(args, f.sandbox.args()...)
 	return append(args, "--", benchCommand)
 }
 

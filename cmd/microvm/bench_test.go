@@ -69,7 +69,8 @@ func TestBenchChildArgs(t *testing.T) {
 		{"every flag", []string{"--runs", "3", "--json", "--kernel", "/k/bzImage", "--initrd", "/i.cpio",
 			"--cmdline", "quiet loglevel=0", "--cpus", "2", "--memory", "512M", "--timeout", "90s",
 			"--disk", "/d/a.img", "--disk", "/d/b.img,ro", "--net", "tap=mvtap0,mac=02:00:00:00:00:01", "--net", "tap=t1",
-			"--share", "/src", "--share", "/data:/mnt/data,ro", "--rootfs", "/,rw", "--console", "virtio", "--acpi", "off"}},
+			"--share", "/src", "--share", "/data:/mnt/data,ro", "--rootfs", "/,rw", "--console", "virtio", "--acpi", "off",
+			"--seccomp", "log", "--uid", "4242", "--gid", "4243", "--jail", "/var/empty/mv"}},
 		{"values that look like flags", []string{"--kernel", "-k", "--initrd", "--i", "--cmdline", "--x=y", "--disk", "-d.img"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

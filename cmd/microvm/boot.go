@@ -26,6 +26,7 @@ type vmFlags struct {
 	disks, nets, shares             []string
 	consoleKind, rootfs             string
 	acpi                            string
+	sandbox                         sandboxFlags
 	fs                              *pflag.FlagSet // the set they were registered in
 }
 
@@ -45,6 +46,7 @@ func (f *vmFlags) register(fs *pflag.FlagSet, defaultCmdline string) {
 	fs.StringVar(&f.rootfs, "rootfs", "", "run the command in host directory DIR[,rw] as the guest's root (read-only under a tmpfs overlay; rw writes through)")
 	fs.StringVar(&f.consoleKind, "console", "serial", "guest console: serial (ttyS0) or virtio (hvc0, plus the agent channel)")
 	fs.StringVar(&f.acpi, "acpi", "on", "ACPI tables: on (devices in the DSDT, S5 poweroff) or off (devices as virtio_mmio.device= on the command line, for kernels without ACPI)")
+	f.sandbox.register(fs)
 }
 
 // agentFlags is the flag set of a command whose guest runs a command
@@ -106,6 +108,9 @@ func (f *vmFlags) config(start time.Time) (microvm.Config, error) {
 	if err := f.shareConfig(&cfg); err != nil {
 		return microvm.Config{}, err
 	}
+	if err := f.sandbox.apply(&cfg); err != nil {
+		return microvm.Config{}, err
+	}
 	return cfg, nil
 }
 
@@ -150,7 +155,7 @@ func runBoot(e *env, args []string) int {
 	fs := newFlags("boot")
 	f.register(fs, "")
 	fs.Lookup("cmdline").Usage = "kernel command line (default \"" + microvm.DefaultCmdline + "\", hvc0 with --console virtio)"
-	if done, code := parseFlags(fs, "boot --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk PATH[,ro]] [--net tap=NAME] [--share HOSTDIR[:GUESTPATH][,ro]] [--rootfs DIR[,rw]] [--console serial|virtio] [--acpi on|off] [--timeout DUR]", args); done {
+	if done, code := parseFlags(fs, "boot --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk PATH[,ro]] [--net tap=NAME] [--share HOSTDIR[:GUESTPATH][,ro]] [--rootfs DIR[,rw]] [--console serial|virtio] [--acpi on|off] [--timeout DUR] [--seccomp kill|log|off] [--uid UID --gid GID] [--jail DIR]", args); done {
 		return code
 	}
 	if fs.NArg() > 0 {

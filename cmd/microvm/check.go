@@ -86,12 +86,25 @@ func runCheck(e *env, args []string) int {
 		fmt.Printf(" (KVM recommends at most %d, allows %d)", l.RecommendedVCPUs, l.MaxVCPUs)
 	}
 	fmt.Printf(", %d MiB to %d GiB RAM each (RAM is allocated as touched)\n", l.GuestMinMemory>>20, l.GuestMaxMemory>>30)
+	sb := r.Sandbox
+	fmt.Printf("%s seccomp: %s\n", mark(sb.Seccomp), sb.SeccompNote)
+	fmt.Printf("%s user namespaces: %s\n", info(sb.UserNamespaces), sb.UserNamespacesNote)
+	fmt.Printf("%s jail: %s\n", info(sb.Jail), sb.JailNote)
+	fmt.Println("info core dumps: guest RAM is MADV_DONTDUMP, and a running VMM is not dumpable (RLIMIT_CORE 0)")
 	fmt.Println()
 	fmt.Println(r.Verdict)
 	for _, p := range r.Problems {
 		fmt.Println("  - " + strings.TrimSpace(p))
 	}
 	return code
+}
+
+// info marks a line that informs without deciding the verdict.
+func info(ok bool) string {
+	if ok {
+		return "info"
+	}
+	return "note"
 }
 
 func gib(b uint64) float64 { return float64(b) / (1 << 30) }

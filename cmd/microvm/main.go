@@ -171,6 +171,9 @@ var configFlags = map[string]string{
 	"NoACPI":     "--acpi",
 	"Shares":     "--share",
 	"Rootfs":     "--rootfs",
+	"Seccomp":    "--seccomp",
+	"RunAs":      "--uid",
+	"Jail":       "--jail",
 }
 
 // flagFor returns the flag for a Config field; anything else (a flag name

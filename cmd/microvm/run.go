@@ -12,7 +12,7 @@ const agentCmdline = microvm.AgentCmdline
 
 func runRun(e *env, args []string) int {
 	fs, f := agentFlags("run")
-	if done, code := parseFlags(fs, "run [--kernel K] [--initrd I] [--cpus N] [--memory M] [--disk PATH[,ro]] [--net tap=NAME] [--share HOSTDIR[:GUESTPATH][,ro]] [--rootfs DIR[,rw]] [--console serial|virtio] [--acpi on|off] [--timeout D] -- CMD [ARGS...]", args); done {
+	if done, code := parseFlags(fs, "run [--kernel K] [--initrd I] [--cpus N] [--memory M] [--disk PATH[,ro]] [--net tap=NAME] [--share HOSTDIR[:GUESTPATH][,ro]] [--rootfs DIR[,rw]] [--console serial|virtio] [--acpi on|off] [--timeout D] [--seccomp kill|log|off] [--uid UID --gid GID] [--jail DIR] -- CMD [ARGS...]", args); done {
 		return code
 	}
 	argv := fs.Args()

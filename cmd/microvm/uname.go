@@ -40,6 +40,9 @@ func runUname(e *env, args []string) int {
 		return failErr(err)
 	}
 	cfg.Cmdline = agent.Cmdline(microvm.CmdlineFor(agentCmdline, cfg.VirtioConsole), f.cmdline, agent.UnameParams)
+	// The host's side first: once the guest is set up the process is
+	// sandboxed, and uname(2) and sysinfo(2) are not in its allowlist.
+	host := agent.HostUname()
 	var out agent.Capture
 	cfg.Stdout = &out
 	asJSON := f.json
@@ -56,7 +59,6 @@ func runUname(e *env, args []string) int {
 		}
 		return fail(code, "guest did not report its uname (exit: %s): is the initrd's agent missing?", res.Reason)
 	}
-	host := agent.HostUname()
 	toInit, _ := report.PhaseAt(res.Timeline, microvm.PhaseInit)
 	cols := []column{{"host", host}, {"guest (microvm)", guest}}
 	if outer := os.Getenv("MICROVM_OUTER_HOST"); outer != "" {

@@ -23,3 +23,22 @@ func TestParse(t *testing.T) {
 		t.Errorf("own VmRSS: %d, %v", v, ok)
 	}
 }
+
+// TestKeep: the kept file gives fresh figures on every read, as a new
+// open would.
+func TestKeep(t *testing.T) {
+	Keep()
+	before, ok := Bytes("VmHWM")
+	if !ok || kept == nil {
+		t.Fatalf("VmHWM through the kept file: %d, %v (kept %v)", before, ok, kept)
+	}
+	grow := make([]byte, 64<<20)
+	for i := range grow {
+		grow[i] = 1
+	}
+	after, _ := Bytes("VmHWM")
+	if after < before+32<<20 {
+		t.Errorf("VmHWM %d after touching 64 MiB, was %d: the kept file gives stale text", after, before)
+	}
+	_ = grow[len(grow)-1]
+}

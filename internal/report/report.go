@@ -70,6 +70,10 @@ type Boot struct {
 	// GuestTouched the guest RAM resident at exit (mincore).
 	PeakRSS      uint64 `json:"peak_rss_bytes"`
 	GuestTouched uint64 `json:"guest_touched_bytes"`
+	// Sandbox is what the sandbox did to the process (docs/security.md):
+	// seccomp mode, capabilities, ids, jail, dumpability and limits.
+	// Absent when the guest ran unsandboxed.
+	Sandbox *microvm.SandboxReport `json:"sandbox,omitempty"`
 }
 
 // NewBoot is the report of res for a process exiting with code whose peak
@@ -84,5 +88,6 @@ func NewBoot(res microvm.Result, code int, peakRSS uint64) Boot {
 		StartUnixNS:  res.Start.UnixNano(),
 		PeakRSS:      peakRSS,
 		GuestTouched: res.GuestTouched,
+		Sandbox:      res.Sandbox,
 	}
 }

@@ -49,6 +49,12 @@ func TestBootJSON(t *testing.T) {
 			`{"exit_reason":"crash","exit_code":3,"detail":"triple fault at RIP 0x1000","guest_status":7,` +
 				`"timeline":[{"phase":"process-start","ms":0},{"phase":"first-kvm-run","ms":12.345}],` +
 				`"start_unix_ns":1700000000123456789,"peak_rss_bytes":35651584,"guest_touched_bytes":31457280}`},
+		{"sandboxed", Boot{Reason: "reset", GuestStatus: -1, Sandbox: &microvm.SandboxReport{Seccomp: microvm.SeccompKill,
+			FilterInstructions: 174, NoNewPrivs: true, CapsDropped: true, BoundingDropped: true, UID: 4242, GID: 4243,
+			Jail: "/var/lib/microvm/jail", NoFileLimit: 24, FSizeLimit: 1 << 20, GuestDontDump: true}},
+			`{"exit_reason":"reset","exit_code":0,"guest_status":-1,"timeline":null,"start_unix_ns":0,"peak_rss_bytes":0,"guest_touched_bytes":0,` +
+				`"sandbox":{"seccomp":"kill","seccomp_instructions":174,"no_new_privs":true,"capabilities_dropped":true,"bounding_set_dropped":true,` +
+				`"uid":4242,"gid":4243,"jail":"/var/lib/microvm/jail","dumpable":false,"rlimit_core":0,"rlimit_nofile":24,"rlimit_fsize":1048576,"guest_ram_dontdump":true}}`},
 	} {
 		t.Run(c.name, func(t *testing.T) { roundTrip(t, c.in, c.want, false) })
 	}

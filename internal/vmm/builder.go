@@ -96,7 +96,7 @@ func (b *builder) openDevices() error {
 	m := b.m
 	b.push(m.devices.close)
 	var err error
-	m.consoles, err = addVirtio(&m.cfg, m.devices)
+	m.consoles, err = addVirtio(&m.cfg, m.devices, &m.needs)
 	return err
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/microvm-dev/microvm/agentproto"
 	"github.com/microvm-dev/microvm/devices"
 	"github.com/microvm-dev/microvm/internal/guard"
+	"github.com/microvm-dev/microvm/internal/sandbox"
 )
 
 // Machine is a built VM (see Build): memory, vCPUs, devices, loaded kernel.
@@ -28,8 +29,9 @@ type Machine struct {
 	timeline *Timeline
 	out      *consoleOut // between the consoles and cfg.Stdout
 	panics   *panicWatcher
-	log      *rateLog // every warning goes through it
-	teardown []func() // pushed by the builder; Close runs it newest first
+	log      *rateLog      // every warning goes through it
+	teardown []func()      // pushed by the builder; Close runs it newest first
+	needs    sandbox.Needs // what the devices' host backends do once running
 
 	stopping    atomic.Bool
 	guestExit   chan vcpuExit // exits a device or goroutine asked for

@@ -19,8 +19,9 @@ type Region struct {
 // Memory is guest RAM: one anonymous mapping split around the 32-bit MMIO hole.
 // All guest-supplied addresses go through Slice, which bounds-checks them.
 type Memory struct {
-	mapping []byte
-	Regions []Region
+	mapping  []byte
+	Regions  []Region
+	dontDump bool // MADV_DONTDUMP took
 }
 
 // Errors for guest addresses that are not RAM.
@@ -50,7 +51,9 @@ func NewMemory(size uint64) (*Memory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mmap %d bytes of guest memory: %w", size, err)
 	}
-	m := &Memory{mapping: b}
+	// The guest's memory is the guest's: never in a core dump of the VMM
+	// (madvise(2) MADV_DONTDUMP; docs/security.md).
+	m := &Memory{mapping: b, dontDump: unix.Madvise(b, unix.MADV_DONTDUMP) == nil}
 	off := uint64(0)
 	for _, r := range ramLayout(size) {
 		r.host = b[off : off+r.Size : off+r.Size]
@@ -59,6 +62,9 @@ func NewMemory(size uint64) (*Memory, error) {
 	}
 	return m, nil
 }
+
+// DontDump reports whether guest RAM is kept out of core dumps.
+func (m *Memory) DontDump() bool { return m.dontDump }
 
 // Close unmaps guest memory.
 func (m *Memory) Close() error {

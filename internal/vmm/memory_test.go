@@ -1,7 +1,12 @@
 package vmm
 
 import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/microvm-dev/microvm/internal/vmm/boot"
 	"github.com/microvm-dev/microvm/internal/vmm/layout"
@@ -99,5 +104,32 @@ func TestResident(t *testing.T) {
 	}
 	if got := m.Resident() - before; got < 4*layout.MiB || got > 5*layout.MiB {
 		t.Fatalf("touching 4 MiB made %d bytes resident", got)
+	}
+}
+
+// TestDontDump: guest RAM carries MADV_DONTDUMP, which smaps shows as the
+// "dd" VmFlag (proc(5)), so no core dump of the VMM holds guest memory.
+func TestDontDump(t *testing.T) {
+	m, err := NewMemory(64 * layout.MiB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if !m.DontDump() {
+		t.Fatal("MADV_DONTDUMP failed")
+	}
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := fmt.Sprintf("%x-", uintptr(unsafe.Pointer(&m.mapping[0])))
+	_, rest, found := strings.Cut("\n"+string(smaps), "\n"+start)
+	if !found {
+		t.Fatalf("no mapping at %s in smaps", start)
+	}
+	_, flags, _ := strings.Cut(rest, "VmFlags:")
+	flags, _, _ = strings.Cut(flags, "\n")
+	if !slices.Contains(strings.Fields(flags), "dd") {
+		t.Errorf("guest RAM's VmFlags %q lack dd", flags)
 	}
 }

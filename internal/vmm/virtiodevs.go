@@ -7,6 +7,7 @@ import (
 
 	"github.com/microvm-dev/microvm/devices/virtio"
 	"github.com/microvm-dev/microvm/devices/virtio/p9fs"
+	"github.com/microvm-dev/microvm/internal/sandbox"
 )
 
 // consoles are the virtio-console devices of a machine with VirtioConsole.
@@ -33,8 +34,9 @@ func (f closeFunc) Close() error { f(); return nil }
 
 // addVirtio opens what cfg's virtio devices need and adds them to dm, in
 // slot order: consoles, disks, NICs, shares, then the RNG. Everything is opened
-// before KVM is touched, so bad paths and names are input errors.
-func addVirtio(cfg *Config, dm *DeviceManager) (consoles, error) {
+// before KVM is touched, so bad paths and names are input errors. What the
+// devices' host backends will do once the guest runs goes into needs.
+func addVirtio(cfg *Config, dm *DeviceManager, needs *sandbox.Needs) (consoles, error) {
 	var c consoles
 	if cfg.VirtioConsole {
 		// Outputs are set once the machine's console writer exists.
@@ -57,6 +59,10 @@ func addVirtio(cfg *Config, dm *DeviceManager) (consoles, error) {
 			return c, inputErr("Disks", "%v", err)
 		}
 		dm.Own(f)
+		if !d.ReadOnly {
+			needs.WritableDisks = true
+			needs.MaxFileSize = max(needs.MaxFileSize, uint64(f.Size))
+		}
 		name := "vd" + string(rune('a'+i))
 		if _, err := dm.AddVirtio("virtio-blk "+name, virtio.NewBlock(f, f.Size, d.ReadOnly, filepath.Base(d.Path))); err != nil {
 			return c, err
@@ -91,6 +97,12 @@ func addVirtio(cfg *Config, dm *DeviceManager) (consoles, error) {
 			return c, inputErr("Shares", "%v", err)
 		}
 		dm.Own(s)
+		needs.Shares = true
+		if !sh.ReadOnly {
+			needs.WritableShares = true
+			needs.MaxFileSize = sandbox.NoFileSizeLimit
+		}
+		needs.ExtraFiles += p9fs.MaxFiles
 		dev := virtio.NewNineP(sh.Tag, s)
 		if os.Getenv("MICROVM_9P_TRACE") != "" {
 			tag := sh.Tag

@@ -158,7 +158,7 @@ func (f *file) Open(flags p9.OpenFlags) (p9.QID, uint32, error) {
 	default:
 		return p9.QID{}, 0, linux.ENXIO
 	}
-	fd, err := reopen(f.fd, os)
+	fd, err := f.s.reopen(f.fd, os)
 	if err != nil {
 		return p9.QID{}, 0, err
 	}
@@ -168,9 +168,9 @@ func (f *file) Open(flags p9.OpenFlags) (p9.QID, uint32, error) {
 
 // reopen opens the inode behind our O_PATH descriptor for I/O. The caller
 // checked its type: a regular file or a directory, never a link.
-func reopen(fd, flags int) (int, error) {
+func (s *Share) reopen(fd, flags int) (int, error) {
 	for {
-		nfd, err := unix.Open(procPath(fd), flags|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+		nfd, err := unix.Openat(s.proc, fdName(fd), flags|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 		if err == unix.EINTR {
 			continue
 		}

@@ -68,7 +68,7 @@ func (f *file) Create(name string, flags p9.OpenFlags, mode p9.FileMode, uid p9.
 		_ = unix.Fchmod(fd, perm(mode))
 		chown(fd, "", uid, gid)
 		var pfd int
-		if pfd, err = reopen(fd, unix.O_PATH); err != nil {
+		if pfd, err = f.s.reopen(fd, unix.O_PATH); err != nil {
 			unix.Close(fd)
 			return nil, p9.QID{}, 0, err
 		}
@@ -89,7 +89,7 @@ func (f *file) Create(name string, flags p9.OpenFlags, mode p9.FileMode, uid p9.
 		unix.Close(pfd)
 		return nil, p9.QID{}, 0, linux.EEXIST
 	}
-	if fd, err = reopen(pfd, acc); err != nil {
+	if fd, err = f.s.reopen(pfd, acc); err != nil {
 		unix.Close(pfd)
 		return nil, p9.QID{}, 0, err
 	}
@@ -118,7 +118,7 @@ func (f *file) Mkdir(name string, mode p9.FileMode, uid p9.UID, gid p9.GID) (p9.
 	}
 	return f.made(name, func(nf *file) {
 		if nf.isDir() { // not whatever may have been swapped in meanwhile
-			_ = unix.Chmod(procPath(nf.fd), perm(mode))
+			_ = unix.Fchmodat(f.s.proc, fdName(nf.fd), perm(mode), 0)
 		}
 		chown(nf.fd, "", uid, gid)
 	})
@@ -172,7 +172,7 @@ func (f *file) Link(target p9.File, name string) error {
 	if (err == unix.ENOENT || err == unix.EPERM) && t.typ() != unix.S_IFLNK {
 		// AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the magic link does
 		// not. Never for a symlink: the host must not follow the guest's.
-		err = unix.Linkat(unix.AT_FDCWD, procPath(t.fd), f.fd, name, unix.AT_SYMLINK_FOLLOW)
+		err = unix.Linkat(f.s.proc, fdName(t.fd), f.fd, name, unix.AT_SYMLINK_FOLLOW)
 	}
 	return errno0(err)
 }
@@ -232,7 +232,7 @@ func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 		if link {
 			return linux.EOPNOTSUPP
 		}
-		if err := unix.Chmod(procPath(f.fd), perm(attr.Permissions)); err != nil {
+		if err := unix.Fchmodat(f.s.proc, fdName(f.fd), perm(attr.Permissions), 0); err != nil {
 			return errno(err)
 		}
 	}
@@ -252,8 +252,8 @@ func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 		if f.typ() != unix.S_IFREG {
 			return linux.EINVAL
 		}
-		if err := unix.Truncate(procPath(f.fd), int64(attr.Size)); err != nil {
-			return errno(err)
+		if err := f.withFD(unix.O_WRONLY, func(fd int) error { return unix.Ftruncate(fd, int64(attr.Size)) }); err != nil {
+			return err
 		}
 	}
 	if valid.ATime || valid.MTime {
@@ -271,46 +271,67 @@ func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 		}
 		set(0, valid.ATime, valid.ATimeNotSystemTime, attr.ATimeSeconds, attr.ATimeNanoSeconds)
 		set(1, valid.MTime, valid.MTimeNotSystemTime, attr.MTimeSeconds, attr.MTimeNanoSeconds)
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, procPath(f.fd), ts, 0); err != nil {
+		if err := unix.UtimesNanoAt(f.s.proc, fdName(f.fd), ts, 0); err != nil {
 			return errno(err)
 		}
 	}
 	return nil
 }
 
-// xattrPath is where the xattr calls reach this inode: regular files and
-// directories only (a link's magic path would name its target's).
-func (f *file) xattrPath() (string, error) {
+// xattrFile checks that xattr calls may reach this inode: regular files
+// and directories only (through a link's magic name the host would reach
+// its target's).
+func (f *file) xattrFile() error {
 	if t := f.typ(); f.opaque || t != unix.S_IFREG && t != unix.S_IFDIR {
-		return "", linux.EOPNOTSUPP
+		return linux.EOPNOTSUPP
 	}
-	return procPath(f.fd), nil
+	return nil
+}
+
+// withFD runs fn on the inode opened afresh with flags, then closes it.
+// The f* calls (fgetxattr, ftruncate) are used rather than their path
+// forms, which would need an absolute /proc path: a sandboxed process has
+// no /proc in its jail. For xattrs the descriptor is read-only whatever
+// the call; the kernel checks a change against the inode, not the mode.
+func (f *file) withFD(flags int, fn func(fd int) error) error {
+	fd, err := f.s.reopen(f.fd, flags)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return fn(fd)
 }
 
 // GetXattr implements p9.File.GetXattr: read through.
 func (f *file) GetXattr(name string) ([]byte, error) {
-	p, err := f.xattrPath()
-	if err != nil {
+	if err := f.xattrFile(); err != nil {
 		return nil, err
 	}
 	buf := make([]byte, 64<<10) // XATTR_SIZE_MAX
-	n, err := unix.Getxattr(p, name, buf)
+	var n int
+	err := f.withFD(unix.O_RDONLY, func(fd int) (err error) {
+		n, err = unix.Fgetxattr(fd, name, buf)
+		return errno0(err)
+	})
 	if err != nil {
-		return nil, errno(err)
+		return nil, err
 	}
 	return buf[:n], nil
 }
 
 // ListXattrs implements p9.File.ListXattrs.
 func (f *file) ListXattrs() ([]string, error) {
-	p, err := f.xattrPath()
-	if err != nil {
+	if err := f.xattrFile(); err != nil {
 		return nil, err
 	}
 	buf := make([]byte, 64<<10)
-	n, err := unix.Listxattr(p, buf)
+	var n int
+	err := f.withFD(unix.O_RDONLY, func(fd int) (err error) {
+		n, err = unix.Flistxattr(fd, buf)
+		return errno0(err)
+	})
 	if err != nil {
-		return nil, errno(err)
+		return nil, err
 	}
 	var names []string
 	for _, s := range strings.Split(string(buf[:n]), "\x00") {
@@ -330,29 +351,29 @@ func settable(name string) bool {
 
 // SetXattr implements p9.File.SetXattr.
 func (f *file) SetXattr(name string, data []byte, flags p9.XattrFlags) error {
-	p, err := f.xattrWrite(name)
-	if err != nil {
+	if err := f.xattrWrite(name); err != nil {
 		return err
 	}
-	return errno0(unix.Setxattr(p, name, data, int(flags)&(unix.XATTR_CREATE|unix.XATTR_REPLACE)))
+	return f.withFD(unix.O_RDONLY, func(fd int) error {
+		return errno0(unix.Fsetxattr(fd, name, data, int(flags)&(unix.XATTR_CREATE|unix.XATTR_REPLACE)))
+	})
 }
 
 // RemoveXattr implements p9.File.RemoveXattr.
 func (f *file) RemoveXattr(name string) error {
-	p, err := f.xattrWrite(name)
-	if err != nil {
+	if err := f.xattrWrite(name); err != nil {
 		return err
 	}
-	return errno0(unix.Removexattr(p, name))
+	return f.withFD(unix.O_RDONLY, func(fd int) error { return errno0(unix.Fremovexattr(fd, name)) })
 }
 
-// xattrWrite checks a change of xattr name and returns where to make it.
-func (f *file) xattrWrite(name string) (string, error) {
+// xattrWrite checks a change of xattr name.
+func (f *file) xattrWrite(name string) error {
 	if err := f.writable(); err != nil {
-		return "", err
+		return err
 	}
 	if !settable(name) {
-		return "", linux.EPERM
+		return linux.EPERM
 	}
-	return f.xattrPath()
+	return f.xattrFile()
 }

@@ -46,7 +46,13 @@ const MaxFiles = 32768
 
 // Share is one host directory served over 9P.
 type Share struct {
-	root     int // O_PATH descriptor of the directory
+	root int // O_PATH descriptor of the directory
+	// proc is an O_PATH descriptor of /proc/self/fd, opened with the
+	// share. Every call that must reach an inode through one of our own
+	// descriptors by name (reopening it for I/O, chmod, linkat, utimensat)
+	// goes through it relatively, so it keeps working once the process is
+	// sandboxed: chrooted into an empty jail, or denied opens by path.
+	proc     int
 	readOnly bool
 	files    atomic.Int64
 
@@ -66,7 +72,12 @@ func Open(dir string, readOnly bool) (*Share, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("%s: a kernel interface (procfs, sysfs, ...) cannot be shared", dir)
 	}
-	return &Share{root: fd, readOnly: readOnly, devs: map[uint64]uint64{}}, nil
+	proc, err := unix.Open("/proc/self/fd", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s: the backend needs /proc/self/fd: %w", dir, err)
+	}
+	return &Share{root: fd, proc: proc, readOnly: readOnly, devs: map[uint64]uint64{}}, nil
 }
 
 // raiseFileLimit lets the process hold MaxFiles descriptors per share
@@ -90,7 +101,10 @@ func raiseFileLimit() {
 
 // Close closes the share's root; Files the server still holds keep their
 // own descriptors until it closes them.
-func (s *Share) Close() error { return unix.Close(s.root) }
+func (s *Share) Close() error {
+	unix.Close(s.proc)
+	return unix.Close(s.root)
+}
 
 // ReadOnly reports whether the share refuses changes.
 func (s *Share) ReadOnly() bool { return s.readOnly }
@@ -158,9 +172,10 @@ const (
 	fusectlMagic  = 0x65735543
 )
 
-// procPath is the magic link to one of our own descriptors: the host's
+// fdName is the name in /proc/self/fd (Share.proc) of one of our own
+// descriptors, a magic link to its inode: the host's
 // way to reopen exactly that inode. It is never built from a guest name.
-func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+func fdName(fd int) string { return strconv.Itoa(fd) }
 
 // checkName refuses what is not a single directory entry name.
 func checkName(name string) error {
