@@ -20,7 +20,8 @@
 #       --memory 512M --cmdline "root=/dev/vda rw console=ttyS0"
 #
 # On multi-user.target the unit microvm-distro-up.service prints
-# "MICROVM-DISTRO-UP uptime=<s> boot_id=<id>" on the console, writes the
+# "MICROVM-DISTRO-UP uptime=<s> boot_id=<id> multi-user=active failed=<n>"
+# on the console, writes the
 # same line to /var/lib/microvm/distro-up, and powers the machine off.
 #
 # DISTRO_MIRROR overrides the Debian mirror (default: the one apt uses).
@@ -114,7 +115,11 @@ as_root tee "$ROOTFS/usr/local/sbin/microvm-distro-up" >/dev/null <<'EOF'
 #!/bin/sh
 # Runs once multi-user.target is reached: the line on the console is what
 # the host waits for, the file is what it reads back from the disk.
-line="MICROVM-DISTRO-UP uptime=$(cut -d' ' -f1 /proc/uptime) boot_id=$(cat /proc/sys/kernel/random/boot_id) state=$(systemctl is-system-running)"
+# (systemd's own "Reached target" lines stop once a getty owns the
+# console, so the unit says it: multi-user.target's state and how many
+# units failed on the way.)
+line="MICROVM-DISTRO-UP uptime=$(cut -d' ' -f1 /proc/uptime) boot_id=$(cat /proc/sys/kernel/random/boot_id)"
+line="$line multi-user=$(systemctl is-active multi-user.target) failed=$(systemctl list-units --failed --plain --no-legend | wc -l)"
 echo "$line" >/var/lib/microvm/distro-up
 sync
 echo "$line" >/dev/console
