@@ -6,7 +6,7 @@ CACHE     ?= $(shell ./scripts/lib.sh cache-dir)
 BIN       := bin/microvm
 export MICROVM_CACHE := $(CACHE)
 
-.PHONY: all build kernel initrd test test-unit test-vm test-nested bench-density soak demo vet clean bench compare-bench
+.PHONY: all build kernel initrd distro test test-unit test-vm test-nested bench-density soak demo vet clean bench compare-bench
 
 all: build
 
@@ -23,6 +23,11 @@ kernel:
 
 initrd:
 	./initrd/build.sh
+
+# A whole Debian 12 disk image with its stock kernel and initrd, in the
+# cache (scripts/distro.sh; prints the directory).
+distro:
+	./scripts/distro.sh
 
 # The main job: show host vs guest kernels (via the nested harness where the
 # host's KVM cannot boot Linux).

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,11 +82,21 @@ type result struct {
 // hung VMM fails the test instead of hanging it.
 func runMicrovm(t *testing.T, limit time.Duration, args ...string) result {
 	t.Helper()
+	return runMicrovmTee(t, limit, nil, args...)
+}
+
+// runMicrovmTee is runMicrovm that also copies stdout, as it arrives, to
+// tee (if not nil): for a test that times what the guest prints.
+func runMicrovmTee(t *testing.T, limit time.Duration, tee io.Writer, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, microvmBin(t), args...)
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
+	if tee != nil {
+		cmd.Stdout = io.MultiWriter(&so, tee)
+	}
 	cmd.Stdin = nil
 	start := time.Now()
 	code, err := exitCode(cmd.Run())

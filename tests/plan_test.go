@@ -68,6 +68,9 @@ var l1Plan = []l1Group{
 	{Tests: []string{"TestStockKernelCloud"}, CPUs: 1, Minutes: 12},
 	{Tests: []string{"TestStockKernelGeneric"}, CPUs: 1, Minutes: 12},
 	{Tests: []string{"TestStockKernelSMP"}, CPUs: 2, Minutes: 12},
+	// A whole Debian 12 from its disk: the stock cloud kernel, its
+	// initramfs-tools initrd, systemd to multi-user.target, poweroff.
+	{Tests: []string{"TestDebianBoot"}, CPUs: 1, Minutes: 18},
 	{Tests: []string{"TestLinuxShare"}, CPUs: 1, Minutes: 6},
 	{Tests: []string{"TestLinuxRootfs"}, CPUs: 1, Minutes: 8},
 	// `make soak` sets MICROVM_SOAK_N and its own limit.

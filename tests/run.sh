@@ -43,8 +43,8 @@ missing=()
 command -v gcc >/dev/null || missing+=(gcc)
 { command -v ld >/dev/null && command -v objcopy >/dev/null; } || missing+=(binutils)
 [[ $mode == direct ]] || command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
-# The disk tests format ext4 images with mkfs.ext4.
-PATH=$PATH:/usr/sbin:/sbin command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+# The disk tests format ext4 images with mkfs.ext4 and read them with debugfs.
+{ PATH=$PATH:/usr/sbin:/sbin command -v mkfs.ext4 && PATH=$PATH:/usr/sbin:/sbin command -v debugfs; } >/dev/null || missing+=(e2fsprogs)
 if ((${#missing[@]})); then
 	log "installing ${missing[*]}"
 	apt_install "${missing[@]}"
@@ -67,6 +67,9 @@ KERNEL_RELEASE=$(<"$CACHE/kernel.release")
 # Debian 12's stock kernels, for tests/stock_test.go.
 STOCK_CLOUD=$(./scripts/stock-kernel.sh cloud)
 STOCK_GENERIC=$(./scripts/stock-kernel.sh generic)
+# A whole Debian 12 disk image with its kernel and initrd, for
+# tests/distro_test.go (debootstrap once; then cached).
+DISTRO=$(./scripts/distro.sh)
 
 make -s -C tests/guests OUT="$WORK/guests"
 
@@ -108,6 +111,7 @@ if [[ $mode == direct ]]; then
 	MICROVM_HOST_RELEASE=$(uname -r) \
 	MICROVM_STOCK_CLOUD=$STOCK_CLOUD \
 	MICROVM_STOCK_GENERIC=$STOCK_GENERIC \
+	MICROVM_DISTRO=$DISTRO \
 	MICROVM_TMP=$WORK/tmp \
 		"$GO" test -count=1 -v -timeout "${TIMEOUT_MIN}m" "${run_args[@]}" ./tests/ 2>&1 |
 		tee "$WORK/test.log" || rc=$?
@@ -136,7 +140,7 @@ files=(
 )
 # Host tools the tests use inside L1, with the shared libraries they need
 # (ldd), at the same paths.
-for bin in /usr/sbin/mkfs.ext4; do
+for bin in /usr/sbin/mkfs.ext4 /usr/sbin/debugfs; do
 	real=$(readlink -f "$bin")
 	files+=(--file "$bin=$real")
 	for lib in $(ldd "$real" | grep -o '/[^ ]*'); do
@@ -176,24 +180,34 @@ done <<<"$plan"
 ngroups=${#group_re[@]}
 ((ngroups > 0)) || die "no tests match TESTS_RUN=${TESTS_RUN:-}"
 
-# The tests' own knobs (sizes of the density, durability and soak runs)
+# The tests' own knobs (sizes of the density, durability, soak and distro runs)
 # pass through to L1.
 knobs=()
-for v in $(compgen -e | grep -E '^MICROVM_(DENSITY|DURABILITY|SOAK)_' || true); do
+for v in $(compgen -e | grep -E '^MICROVM_(DENSITY|DURABILITY|SOAK|DISTRO)_' || true); do
 	knobs+=(--env "$v=${!v}")
 done
 
 # run_group IDX LOG: one L1 running group IDX's tests, console to LOG.
-# Only the stock-kernel groups get the stock kernels (22 MiB) in their L1.
+# Only the stock-kernel groups get the stock kernels (22 MiB) in their L1,
+# and only the Debian group the Debian image: every --file is copied into
+# L1's initramfs, so into its RAM, whole (the image is sized to its content
+# for that reason).
 run_group() {
-	local i=$1 gt=${group_min[$1]} stock=()
+	local i=$1 gt=${group_min[$1]} extra=()
 	if [[ ${group_re[$i]} == *TestStockKernel* ]]; then
 		local k
 		for k in cloud:$STOCK_CLOUD generic:$STOCK_GENERIC; do
-			stock+=(--file "$l1/stock-${k%%:*}/vmlinuz=${k#*:}/vmlinuz" --file "$l1/stock-${k%%:*}/release=${k#*:}/release"
+			extra+=(--file "$l1/stock-${k%%:*}/vmlinuz=${k#*:}/vmlinuz" --file "$l1/stock-${k%%:*}/release=${k#*:}/release"
 				--file "$l1/stock-${k%%:*}/virtio=${k#*:}/virtio")
 		done
-		stock+=(--env "MICROVM_STOCK_CLOUD=$l1/stock-cloud" --env "MICROVM_STOCK_GENERIC=$l1/stock-generic")
+		extra+=(--env "MICROVM_STOCK_CLOUD=$l1/stock-cloud" --env "MICROVM_STOCK_GENERIC=$l1/stock-generic")
+	fi
+	if [[ ${group_re[$i]} == *TestDebianBoot* ]]; then
+		local f
+		for f in debian.img vmlinuz initrd.img release; do
+			extra+=(--file "$l1/distro/$f=$DISTRO/$f")
+		done
+		extra+=(--env "MICROVM_DISTRO=$l1/distro")
 	fi
 	"$WORK/l1run" \
 		--kernel "$CACHE/bzImage" \
@@ -216,7 +230,7 @@ run_group() {
 		--env "MICROVM_TMP=/tmp" \
 		--env "MICROVM_NESTED=1" \
 		"${knobs[@]}" \
-		"${stock[@]}" \
+		"${extra[@]}" \
 		--init "$l1/tests.test" \
 		--arg -test.v --arg -test.count=1 --arg "-test.timeout=$((gt - 2))m" \
 		--arg "-test.run=${group_re[$i]}" >"$2" 2>&1
