@@ -297,7 +297,11 @@ func printRootfsCompare(w io.Writer, out report.Compare) {
 	if cs.SharedKernel {
 		shared = "the host's (uname -r there: " + cs.HostRelease + ")"
 	}
-	fmt.Fprintf(tw, "kernel release it sees\t%s\t%s, the guest's own (host: %s)\n", col("%s, %s", cs.Release, shared), v.GuestRelease, v.HostRelease)
+	vmHost := "host"
+	if v.Where != "" {
+		vmHost = "its host, L1"
+	}
+	fmt.Fprintf(tw, "kernel release it sees\t%s\t%s, the guest's own (%s: %s)\n", col("%s, %s", cs.Release, shared), v.GuestRelease, vmHost, v.HostRelease)
 	diff := "no: it runs on the host's kernel"
 	if c != nil && !cs.SharedKernel {
 		diff = "not shown: it did not report the host's release"
