@@ -10,7 +10,7 @@ import (
 	"github.com/microvm-dev/microvm/internal/testimg"
 )
 
-// TestBadInput: every case (49) exits 2 with exactly one line on stderr that names
+// TestBadInput: every case (73) exits 2 with exactly one line on stderr that names
 // the flag or file, and never a panic. Input is checked before /dev/kvm is
 // opened, so these run on any host.
 func TestBadInput(t *testing.T) {
@@ -111,6 +111,12 @@ func TestBadInput(t *testing.T) {
 		{"check stray argument", []string{"now"}, "now", "check"},
 		{"check unknown flag", []string{"--fix"}, "fix", "check"},
 		{"compare stray argument", []string{"--kernel", good, "--initrd", elf, "docker"}, "docker", "compare"},
+		{"compare --runs 0", []string{"--rootfs", dir, "--runs", "0"}, "--runs", "compare"},
+		{"compare --runs without --rootfs", []string{"--runs", "3"}, "--rootfs", "compare"},
+		{"compare --rootfs is a file", []string{"--rootfs", good}, "--rootfs", "compare"},
+		{"compare --rootfs ,rw", []string{"--rootfs", dir + ",rw"}, "--rootfs", "compare"},
+		{"compare both container flags", []string{"--rootfs", dir, "--container-only", "--container-json", good}, "--container-only", "compare"},
+		{"compare bad --container-json", []string{"--kernel", good, "--initrd", elf, "--rootfs", dir, "--container-json", good}, "--container-json", "compare"},
 		{"unknown command", []string{}, "unknown command", "frobnicate"},
 	}
 	for _, c := range cases {
