@@ -54,7 +54,8 @@ log "rootfs $rootfs ($(du -sh "$rootfs" | cut -f1))"
 
 make -s build kernel initrd
 if [[ $KVM_MODE == direct ]]; then
-	exec as_root bin/microvm compare --rootfs "$rootfs" --runs "$RUNS"
+	as_root bin/microvm compare --rootfs "$rootfs" --runs "$RUNS"
+	exit
 fi
 
 WORK=$(mktemp -d)
