@@ -81,7 +81,8 @@ fi
 # podman and `microvm run --rootfs` can run, cheaply copied into L1.
 COMPARE_ROOTFS=$WORK/compare-rootfs
 mkdir -p "$COMPARE_ROOTFS"/{proc,sys,dev,tmp,etc}
-for f in /usr/bin/uname /usr/bin/sleep $(ldd /usr/bin/uname /usr/bin/sleep | grep -o '/[^ ]*' | sort -u); do
+# (ldd one file at a time: given two it prints "FILE:" headers.)
+for f in /usr/bin/uname /usr/bin/sleep $({ ldd /usr/bin/uname; ldd /usr/bin/sleep; } | grep -o '/[^ ]*' | sort -u); do
 	mkdir -p "$COMPARE_ROOTFS$(dirname "$f")"
 	cp -L "$f" "$COMPARE_ROOTFS$f"
 done
