@@ -6,7 +6,7 @@ CACHE     ?= $(shell ./scripts/lib.sh cache-dir)
 BIN       := bin/microvm
 export MICROVM_CACHE := $(CACHE)
 
-.PHONY: all build kernel initrd distro test test-unit test-vm test-nested bench-density soak demo vet clean bench compare-bench
+.PHONY: all build kernel initrd distro test test-unit test-vm test-nested bench-density soak demo compare vet clean bench compare-bench
 
 all: build
 
@@ -33,6 +33,11 @@ distro:
 # host's KVM cannot boot Linux).
 demo:
 	./scripts/demo.sh
+
+# "Container or VM?" with both columns measured: one Debian minbase root
+# (cached), in podman and in microvm --rootfs. See scripts/compare.sh.
+compare:
+	./scripts/compare.sh
 
 vet:
 	$(GO) vet ./...

@@ -58,3 +58,66 @@ func TestLinuxCompareTable(t *testing.T) {
 		t.Error("table does not say there is no container engine")
 	}
 }
+
+// TestLinuxCompareRootfs: `microvm compare --rootfs` on a tiny root
+// (uname, sleep and their libraries, built by tests/run.sh) fills both
+// columns from measurements. The container must report the host's kernel,
+// the VM the guest kernel's own. In the nested harness run.sh measured the
+// container column on the host (podman cannot run inside L1) and passes it
+// in as MICROVM_COMPARE_CONTAINER; elsewhere compare runs podman itself.
+func TestLinuxCompareRootfs(t *testing.T) {
+	rootfs := os.Getenv("MICROVM_COMPARE_ROOTFS")
+	if rootfs == "" {
+		t.Fatal("MICROVM_COMPARE_ROOTFS is not set: run this test through tests/run.sh")
+	}
+	args := []string{"--memory", "128M", "--rootfs", rootfs, "--runs", "3"}
+	if c := os.Getenv("MICROVM_COMPARE_CONTAINER"); c != "" {
+		args = append(args, "--container-json", c)
+	}
+	var out report.Compare
+	kernel, initrd := linuxArtifacts(t)
+	linuxJSON(t, linuxLimit, &out, "compare", args...)
+	v, c := out.VM, out.Container
+	ks, _ := os.Stat(kernel)
+	is, _ := os.Stat(initrd)
+	if v.RootfsBytes < 1<<20 || v.DiskBytes != v.RootfsBytes+ks.Size()+is.Size() {
+		t.Errorf("VM disk %d, want rootfs %d (at least 1 MiB: libc) + kernel %d + initrd %d", v.DiskBytes, v.RootfsBytes, ks.Size(), is.Size())
+	}
+	if want := os.Getenv("MICROVM_KERNEL_RELEASE"); v.GuestRelease != want || !v.RunsGivenKernel {
+		t.Errorf("VM release %q (runs the given kernel: %v), want the guest kernel's %q", v.GuestRelease, v.RunsGivenKernel, want)
+	}
+	checkTimes := func(who string, times []float64, med float64) {
+		if len(times) != 3 || med <= 0 {
+			t.Errorf("%s: start times %v, median %v: want 3 measured", who, times, med)
+		}
+		for _, ms := range times {
+			if ms <= 0 || ms > float64(linuxLimit.Milliseconds()) {
+				t.Errorf("%s: start time %v ms", who, ms)
+			}
+		}
+	}
+	checkTimes("VM", v.FirstOutputMS, v.FirstOutputMedianMS)
+	if v.OverheadBytes == 0 || v.GuestsFit < 1 {
+		t.Errorf("VM memory overhead %d, %d guests fit", v.OverheadBytes, v.GuestsFit)
+	}
+	if c == nil {
+		if out.ContainerNote == "" {
+			t.Fatal("no container column and no note saying why")
+		}
+		t.Skipf("container column empty: %s", out.ContainerNote)
+	}
+	host := os.Getenv("MICROVM_HOST_RELEASE")
+	if c.Release != host || c.HostRelease != host || !c.SharedKernel {
+		t.Errorf("container release %q (host's per compare %q, shared %v), want the host's uname -r %q", c.Release, c.HostRelease, c.SharedKernel, host)
+	}
+	if c.Release == v.GuestRelease {
+		t.Errorf("container and VM both report %q: the test needs a guest kernel unlike the host's", c.Release)
+	}
+	checkTimes("container", c.FirstOutputMS, c.FirstOutputMedianMS)
+	if c.ImageBytes < 1<<20 {
+		t.Errorf("container rootfs %d bytes", c.ImageBytes)
+	}
+	if c.UnmeasuredWhy != "" || c.MonitorPSSBytes == 0 || c.WorkloadPSSBytes == 0 || c.ContainersFit < 1 {
+		t.Errorf("container memory: monitor %d, workload %d, %d fit (%s)", c.MonitorPSSBytes, c.WorkloadPSSBytes, c.ContainersFit, c.UnmeasuredWhy)
+	}
+}

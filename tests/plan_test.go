@@ -53,6 +53,8 @@ var l1Plan = []l1Group{
 	{Tests: []string{"TestLinuxBench"}, CPUs: 1, Minutes: 8},
 	{Tests: []string{"TestLinuxCompareJSON"}, CPUs: 1, Minutes: 6},
 	{Tests: []string{"TestLinuxCompareTable"}, CPUs: 1, Minutes: 6},
+	// 4 boots: one measured, 3 timed starts (--runs 3).
+	{Tests: []string{"TestLinuxCompareRootfs"}, CPUs: 1, Minutes: 8},
 	{Tests: []string{"TestLinuxDensity"}, CPUs: 1, Minutes: 8},
 	{Tests: []string{"TestLinuxGoTestInGuest"}, CPUs: 1, Minutes: 6},
 	{Tests: []string{"TestLinuxSignalCommand"}, CPUs: 1, Minutes: 5},

@@ -79,6 +79,26 @@ if [[ -z ${MICROVM_BIN:-} ]]; then
 fi
 [[ -x $MICROVM_BIN ]] || die "MICROVM_BIN=$MICROVM_BIN is not executable"
 
+# TestLinuxCompareRootfs's root: the host's uname and sleep with the
+# libraries ldd names, at the same paths; a few MiB, so one directory both
+# podman and `microvm run --rootfs` can run, cheaply copied into L1.
+COMPARE_ROOTFS=$WORK/compare-rootfs
+mkdir -p "$COMPARE_ROOTFS"/{proc,sys,dev,tmp,etc}
+# (ldd one file at a time: given two it prints "FILE:" headers.)
+for f in /usr/bin/uname /usr/bin/sleep $({ ldd /usr/bin/uname; ldd /usr/bin/sleep; } | grep -o '/[^ ]*' | sort -u); do
+	mkdir -p "$COMPARE_ROOTFS$(dirname "$f")"
+	cp -L "$f" "$COMPARE_ROOTFS$f"
+done
+# podman runs it with Debian's runc (its default crun refuses these
+# machines' hybrid cgroups: ../shared/notes/kvm-on-these-machines.md).
+missing=()
+command -v podman >/dev/null || missing+=(podman)
+PATH=$PATH:/usr/sbin:/sbin command -v runc >/dev/null || missing+=(runc)
+if ((${#missing[@]})); then
+	log "installing ${missing[*]} for TestLinuxCompareRootfs's container column"
+	apt_install "${missing[@]}"
+fi
+
 # Prints "vm-tests: N passed, N failed, N skipped" from go test -v output,
 # counting top-level tests only.
 summarize() {
@@ -113,6 +133,7 @@ if [[ $mode == direct ]]; then
 	MICROVM_STOCK_GENERIC=$STOCK_GENERIC \
 	MICROVM_DISTRO=$DISTRO \
 	MICROVM_TMP=$WORK/tmp \
+	MICROVM_COMPARE_ROOTFS=$COMPARE_ROOTFS \
 		"$GO" test -count=1 -v -timeout "${TIMEOUT_MIN}m" "${run_args[@]}" ./tests/ 2>&1 |
 		tee "$WORK/test.log" || rc=$?
 	summarize "$WORK/test.log"
@@ -208,6 +229,15 @@ run_group() {
 			extra+=(--file "$l1/distro/$f=$DISTRO/$f")
 		done
 		extra+=(--env "MICROVM_DISTRO=$l1/distro")
+	fi
+	if [[ ${group_re[$i]} == *TestLinuxCompareRootfs* ]]; then
+		# No engine runs inside L1: the container column is measured
+		# here on the host, on the same directory, and handed in.
+		local cj=$WORK/compare-container.$i.json
+		"$MICROVM_BIN" compare --rootfs "$COMPARE_ROOTFS" --runs 3 --container-only >"$cj" 2>"$2.container" ||
+			{ cat "$2.container" >&2; return 1; }
+		stock+=(--tree "$l1/compare-rootfs=$COMPARE_ROOTFS" --file "$l1/compare-container.json=$cj"
+			--env "MICROVM_COMPARE_ROOTFS=$l1/compare-rootfs" --env "MICROVM_COMPARE_CONTAINER=$l1/compare-container.json")
 	fi
 	"$WORK/l1run" \
 		--kernel "$CACHE/bzImage" \

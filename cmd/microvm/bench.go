@@ -131,7 +131,14 @@ func runBench(_ *env, args []string) int {
 // --json` with every VM flag bench was given (defaults filled in), so each
 // boot is the one bench was asked to measure.
 func benchChildArgs(f *vmFlags) []string {
-	args := []string{"run", "--json",
+	return append([]string{"run", "--json"}, runArgs(f, benchCommand)...)
+}
+
+// runArgs is every VM flag of f (defaults filled in), "--" and command:
+// what a `microvm run` child needs to boot the guest its parent was asked
+// about.
+func runArgs(f *vmFlags, command ...string) []string {
+	args := []string{
 		"--kernel=" + f.kernel, "--initrd=" + f.initrd,
 		"--cpus=" + strconv.Itoa(f.cpus), "--memory=" + f.memory,
 		"--timeout=" + f.timeout.String(), "--console=" + f.consoleKind, "--acpi=" + f.acpi}
@@ -151,7 +158,7 @@ func benchChildArgs(f *vmFlags) []string {
 		args = append(args, "--rootfs="+f.rootfs)
 	}
 	args = append(args, f.sandbox.args()...)
-	return append(args, "--", benchCommand)
+	return append(append(args, "--"), command...)
 }
 
 // benchOnce runs one child and parses its JSON report from stderr.

@@ -20,21 +20,65 @@ import (
 
 func runCompare(e *env, args []string) int {
 	fs, f := agentFlags("compare")
-	if done, code := parseFlags(fs, "compare [--kernel K] [--initrd I] [--memory M] [--json]", args); done {
+	runs := fs.Int("runs", 5, "with --rootfs: timed starts per column (the table shows their median)")
+	containerOnly := fs.Bool("container-only", false, "with --rootfs: measure only the container column and print it as JSON (the nested harness runs this on the host, the VM column inside L1)")
+	containerJSON := fs.String("container-json", "", "with --rootfs: take the container column from this `file`, the output of --container-only on the host")
+	if done, code := parseFlags(fs, "compare [--rootfs DIR [--runs N] [--container-only | --container-json FILE]] [--kernel K] [--initrd I] [--memory M] [--json]", args); done {
 		return code
 	}
 	if fs.NArg() > 0 {
 		return fail(microvm.CodeUsage, "compare: unexpected argument %q", fs.Arg(0))
 	}
+	rootfs, _, _ := strings.Cut(f.rootfs, ",")
+	switch {
+	case rootfs == "" && (*containerOnly || *containerJSON != "" || fs.Changed("runs")):
+		return fail(microvm.CodeUsage, "compare: --runs, --container-only and --container-json need --rootfs")
+	case *runs < 1 || *runs > 100:
+		return fail(microvm.CodeUsage, "compare: --runs %d: want 1 to 100", *runs)
+	case *containerOnly && *containerJSON != "":
+		return fail(microvm.CodeUsage, "compare: --container-only and --container-json exclude each other")
+	case rootfs != "" && strings.Contains(f.rootfs, ",rw"):
+		// The container must see the same tree the VM saw; a guest
+		// writing through would change it between the columns.
+		return fail(microvm.CodeUsage, "compare: --rootfs %s: compare runs the directory read-only (drop ,rw)", f.rootfs)
+	}
+	if rootfs != "" {
+		if st, err := os.Stat(rootfs); err != nil || !st.IsDir() {
+			return fail(microvm.CodeUsage, "compare: --rootfs %s: not a directory", rootfs)
+		}
+	}
+	if *containerOnly {
+		c, note := measureRootfsContainer(e.ctx, rootfs, *runs)
+		b, _ := json.MarshalIndent(report.Compare{Container: c, ContainerNote: note, Rootfs: rootfs}, "", "  ")
+		fmt.Println(string(b))
+		return 0
+	}
+	var given *report.Compare
+	if *containerJSON != "" {
+		b, err := os.ReadFile(*containerJSON)
+		given = &report.Compare{}
+		if err == nil {
+			err = json.Unmarshal(b, given)
+		}
+		if err != nil {
+			return fail(microvm.CodeUsage, "compare: --container-json %s: %v", *containerJSON, err)
+		}
+	}
 	if err := f.defaults(); err != nil {
 		return failErr(err)
+	}
+	if f.timeout == 0 {
+		f.timeout = 5 * time.Minute
 	}
 	cfg, err := f.config(e.start)
 	if err != nil {
 		return failErr(err)
 	}
-	if f.timeout == 0 {
-		cfg.Timeout = 5 * time.Minute
+	if rootfs != "" {
+		// compare --rootfs goes on to run the container engine and fresh
+		// microvm processes after this guest, which a sandboxed process
+		// cannot (no exec): this one measuring guest runs unsandboxed.
+		cfg.NoSandbox = true
 	}
 	// Everything measured on the host comes first: once the guest is set
 	// up this process is sandboxed, and can neither open files nor run a
@@ -52,9 +96,13 @@ func runCompare(e *env, args []string) int {
 		// host happens to run the same image).
 		ImageRelease: imageRelease(cfg.Kernel),
 	}
-	c, note := measureContainer(e.ctx)
+	var c *report.ContainerSide
+	var note string
+	if rootfs == "" {
+		c, note = measureContainer(e.ctx)
+	}
 	hostWork := time.Since(t0)
-	fmt.Fprintln(os.Stderr, "microvm: compare: booting the guest to run `uname -r`...")
+	fmt.Fprintln(os.Stderr, "microvm: compare: booting the guest to run `uname -r` (memory and release)...")
 	var out agent.Capture
 	cfg.Stdout = &out
 	cfg.Command = []string{"uname", "-r"}
@@ -84,6 +132,10 @@ func runCompare(e *env, args []string) int {
 	}
 	v.GuestsFit = v.MemAvailable / (v.GuestMemory + v.OverheadBytes)
 	v.RunsGivenKernel = v.GuestRelease != "" && v.GuestRelease == v.ImageRelease
+
+	if rootfs != "" {
+		return compareRootfs(e, f, v, rootfs, *runs, given)
+	}
 	if f.json {
 		b, _ := json.MarshalIndent(report.Compare{VM: v, Container: c, ContainerNote: note}, "", "  ")
 		fmt.Println(string(b))

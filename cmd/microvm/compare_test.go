@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/microvm-dev/microvm"
+	"github.com/microvm-dev/microvm/internal/report"
 )
 
 // TestImageRelease reads the release from the project's own kernel build
@@ -63,5 +64,37 @@ func TestCheckExitCode(t *testing.T) {
 	}
 	if code != want {
 		t.Errorf("check exited %d, want %d", code, want)
+	}
+}
+
+// TestRootfsCompareNoEngine: without an engine the container column is
+// empty on every row (no invented numbers) and one line says why.
+func TestRootfsCompareNoEngine(t *testing.T) {
+	var b strings.Builder
+	out := report.Compare{Rootfs: "/r", ContainerNote: "no container engine here: podman is not installed",
+		VM: report.VMSide{FirstOutputMS: []float64{1, 2, 3}, FirstOutputMedianMS: 2, GuestRelease: "6.12-x", ImageRelease: "6.12-x", RunsGivenKernel: true}}
+	printRootfsCompare(&b, out)
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 9 || lines[8] != "container: "+out.ContainerNote {
+		t.Fatalf("want 7 rows, a blank line and the note:\n%s", b.String())
+	}
+	for _, l := range lines[1:7] {
+		// Row label, then the VM cell: the container cell is blank, so
+		// the label is followed by spaces only up to the VM column.
+		if f := strings.Split(l, "   "); strings.ContainsAny(strings.Join(f[1:len(f)-1], ""), "0123456789") {
+			t.Errorf("container cell filled without an engine: %q", l)
+		}
+	}
+}
+
+// TestTreeBytes: hard links count once, symlinks are not followed.
+func TestTreeBytes(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "a"), make([]byte, 64<<10), 0o644)
+	os.Link(filepath.Join(dir, "a"), filepath.Join(dir, "b"))
+	os.Symlink("/usr", filepath.Join(dir, "usr"))
+	n, err := treeBytes(dir)
+	if err != nil || n < 64<<10 || n > 64<<10+64<<10 {
+		t.Errorf("treeBytes = %d, %v: want one 64 KiB file, a directory and a link", n, err)
 	}
 }

@@ -10,6 +10,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // CPIO writes a newc ("070701") cpio archive, the format the Linux kernel
@@ -35,6 +38,7 @@ const (
 	ModeDir = 0o040000
 	ModeReg = 0o100000
 	ModeChr = 0o020000
+	ModeLnk = 0o120000
 )
 
 const cpioTrailer = "TRAILER!!!"
@@ -161,6 +165,77 @@ func (c *CPIO) HostFile(dest, src string) {
 		perm = 0o755
 	}
 	c.File(dest, perm, fi.Size(), f)
+}
+
+// Symlink adds a symbolic link to target.
+func (c *CPIO) Symlink(name, target string) {
+	name = CPIOName(name)
+	c.Dir(path.Dir(name), 0o755)
+	c.header(name, ModeLnk|0o777, int64(len(target)), 0, 0)
+	c.write([]byte(target))
+	c.pad()
+}
+
+// Tree adds the host directory tree src as dest the way a root filesystem
+// needs it, unlike HostFile: symlinks stay symlinks (a Debian root's /bin
+// is one, and following links could leave src), permission bits are kept
+// (setuid, sticky /tmp), character devices are recreated, and sockets,
+// fifos and block devices are left out. Hard links become copies.
+func (c *CPIO) Tree(dest, src string) {
+	if c.err != nil {
+		return
+	}
+	fi, err := os.Lstat(src)
+	if err != nil {
+		c.err = err
+		return
+	}
+	perm := uint32(fi.Mode().Perm())
+	if fi.Mode()&os.ModeSetuid != 0 {
+		perm |= 0o4000
+	}
+	if fi.Mode()&os.ModeSetgid != 0 {
+		perm |= 0o2000
+	}
+	if fi.Mode()&os.ModeSticky != 0 {
+		perm |= 0o1000
+	}
+	switch m := fi.Mode(); {
+	case m.IsDir():
+		name := CPIOName(dest)
+		if !c.dirs[name] {
+			c.Dir(path.Dir(name), 0o755)
+			c.header(name, ModeDir|perm, 0, 0, 0)
+			c.dirs[name] = true
+		}
+		ents, err := os.ReadDir(src)
+		if err != nil {
+			c.err = err
+			return
+		}
+		for _, e := range ents { // ReadDir sorts by name
+			c.Tree(path.Join(dest, e.Name()), filepath.Join(src, e.Name()))
+		}
+	case m&os.ModeSymlink != 0:
+		t, err := os.Readlink(src)
+		if err != nil {
+			c.err = err
+			return
+		}
+		c.Symlink(dest, t)
+	case m&os.ModeCharDevice != 0:
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			c.CharDev(dest, perm, unix.Major(st.Rdev), unix.Minor(st.Rdev))
+		}
+	case m.IsRegular():
+		f, err := os.Open(src)
+		if err != nil {
+			c.err = err
+			return
+		}
+		defer f.Close()
+		c.File(dest, perm, fi.Size(), f)
+	}
 }
 
 // Close writes the trailer. It does not close the underlying writer.

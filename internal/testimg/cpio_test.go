@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -123,5 +124,54 @@ func TestReadCPIO(t *testing.T) {
 	}
 	if ents, err := ReadCPIO(good); err != nil || len(ents) != 1 || ents[0].Name != "f" || string(ents[0].Data) != "hello" {
 		t.Errorf("ReadCPIO(good) = %+v, %v", ents, err)
+	}
+}
+
+// TestCPIOTree: a root filesystem keeps its symlinks (not followed: the
+// one to /etc/passwd must not pull in the host's file), its permission
+// bits, and leaves out what an initramfs cannot hold.
+func TestCPIOTree(t *testing.T) {
+	src := t.TempDir()
+	os.MkdirAll(filepath.Join(src, "usr/bin"), 0o755)
+	os.WriteFile(filepath.Join(src, "usr/bin/su"), []byte("su"), 0o755)
+	syscall.Chmod(filepath.Join(src, "usr/bin/su"), 0o4755)
+	os.Mkdir(filepath.Join(src, "tmp"), 0o755)
+	syscall.Chmod(filepath.Join(src, "tmp"), 0o1777)
+	os.Symlink("usr/bin", filepath.Join(src, "bin"))
+	os.Symlink("/etc/passwd", filepath.Join(src, "passwd"))
+	if err := syscall.Mkfifo(filepath.Join(src, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	c := NewCPIO(&buf)
+	c.Tree("/r", src)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := ReadCPIO(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]CPIOEntry{}
+	for _, e := range ents {
+		got[e.Name] = e
+	}
+	want := map[string]struct {
+		mode uint32
+		data string
+	}{
+		"r/bin":        {ModeLnk | 0o777, "usr/bin"},
+		"r/passwd":     {ModeLnk | 0o777, "/etc/passwd"},
+		"r/usr/bin/su": {ModeReg | 0o4755, "su"},
+		"r/tmp":        {ModeDir | 0o1777, ""},
+	}
+	for name, w := range want {
+		e, ok := got[name]
+		if !ok || e.Mode != w.mode || string(e.Data) != w.data {
+			t.Errorf("%s: %+v (present %v), want mode %o data %q", name, e, ok, w.mode, w.data)
+		}
+	}
+	if _, ok := got["r/fifo"]; ok {
+		t.Error("the fifo was archived")
 	}
 }

@@ -55,6 +55,14 @@ func writeInitramfs(dst string, cfg *Config, l1init string) error {
 		}
 		c.HostFile(d, cfg.Files[d])
 	}
+	dests = dests[:0]
+	for d := range cfg.Trees {
+		dests = append(dests, d)
+	}
+	sort.Strings(dests)
+	for _, d := range dests {
+		c.Tree(d, cfg.Trees[d])
+	}
 	err = c.Close()
 	if err == nil {
 		err = bw.Flush()

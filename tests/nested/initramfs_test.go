@@ -16,8 +16,12 @@ func TestWriteInitramfs(t *testing.T) {
 	payload := filepath.Join(dir, "payload")
 	os.WriteFile(l1init, []byte("init"), 0o755)
 	os.WriteFile(payload, []byte("payload"), 0o755)
+	root := filepath.Join(dir, "root")
+	os.MkdirAll(filepath.Join(root, "usr/bin"), 0o755)
+	os.Symlink("usr/bin", filepath.Join(root, "bin"))
 	cfg := Config{
 		Files:   map[string]string{"/bin/payload": payload},
+		Trees:   map[string]string{"/r": root},
 		Init:    "/bin/payload",
 		Args:    []string{"-v"},
 		Timeout: time.Minute,
@@ -41,6 +45,9 @@ func TestWriteInitramfs(t *testing.T) {
 	}
 	if e := got["bin/payload"]; string(e.Data) != "payload" {
 		t.Errorf("bin/payload: %+v", e)
+	}
+	if e := got["r/bin"]; string(e.Data) != "usr/bin" || e.Mode != testimg.ModeLnk|0o777 {
+		t.Errorf("the tree's r/bin is not its symlink: %+v", e)
 	}
 	js := string(got["l1config.json"].Data)
 	for _, s := range []string{`"init": "/bin/payload"`, `"-v"`, `"timeout_ms": 48000`, `"require_kvm": true`} {

@@ -34,6 +34,10 @@ type Config struct {
 	// Files maps a destination path inside L1 to a host path. A host
 	// directory is copied recursively. Files with an execute bit get 0755.
 	Files map[string]string
+	// Trees maps a destination directory inside L1 to a host directory
+	// copied as a root filesystem (testimg.CPIO.Tree: symlinks and modes
+	// kept), for a --rootfs directory.
+	Trees map[string]string
 	// Init is the path inside L1 of the payload program.
 	Init string
 	// Args are the payload's arguments (without argv[0]).

@@ -31,11 +31,13 @@ func main() {
 	var (
 		cfg   nested.Config
 		files multi
+		trees multi
 		args  multi
 		env   multi
 	)
 	flag.StringVar(&cfg.Kernel, "kernel", "", "L1 `bzImage` (needs KVM_AMD built in)")
 	flag.Var(&files, "file", "`dest=src`: put host file or directory src at dest inside L1 (repeatable)")
+	flag.Var(&trees, "tree", "`dest=src`: put host directory src at dest inside L1 as a root filesystem: symlinks and modes kept (repeatable)")
 	flag.StringVar(&cfg.Init, "init", "", "`path` inside L1 of the program to run")
 	flag.Var(&args, "arg", "argument for the program (repeatable)")
 	flag.Var(&env, "env", "`K=V` environment entry for the program (repeatable)")
@@ -64,6 +66,14 @@ func main() {
 			fail("--file %q: want dest=src", f)
 		}
 		cfg.Files[dest] = src
+	}
+	cfg.Trees = map[string]string{}
+	for _, f := range trees {
+		dest, src, ok := strings.Cut(f, "=")
+		if !ok || dest == "" || src == "" {
+			fail("--tree %q: want dest=src", f)
+		}
+		cfg.Trees[dest] = src
 	}
 	cfg.Args, cfg.Env = args, env
 	cfg.Console = os.Stdout
