@@ -71,6 +71,23 @@ type Config struct {
 	// the agent channel, over which Command, milestones and the exit
 	// status then travel instead of the kernel command line.
 	VirtioConsole bool
+
+	// SaveSnapshot, with Command and VirtioConsole, saves a snapshot of the
+	// guest into this directory when its agent is ready, just before
+	// Command is handed to it; Result.Snapshot says how it went (the
+	// command runs either way). The directory must not exist, be empty, or
+	// hold a snapshot, which is replaced in one step.
+	SaveSnapshot string
+	// Restore starts the guest from the snapshot in this directory
+	// instead of booting Kernel. The rest of the Config must describe the
+	// machine it was made of: Kernel and Initrd (if set) the same files,
+	// CPUs, Memory, Cmdline, Disks (unchanged since), Nets and
+	// VirtioConsole the same. Anything else is an *InputError; IsStale
+	// says whether one made again would do (see SaveSnapshot). With
+	// Command (and VirtioConsole), the snapshot must be one SaveSnapshot
+	// took: Command is handed to the agent waiting in it, with fresh
+	// entropy and the host's clock.
+	Restore string
 }
 
 // Disk is a raw disk image for virtio-blk; NetIf a TAP for virtio-net.
@@ -115,6 +132,15 @@ func (cfg Config) engineConfig() (vmm.Config, *agent.Gate, error) {
 	}
 	if cfg.Timeout < 0 {
 		return vc, nil, &InputError{What: "Timeout", Msg: "must not be negative"}
+	}
+	vc.Restore, vc.SnapshotAtReady, vc.Producer = cfg.Restore, cfg.SaveSnapshot, "microvm"
+	vc.RestoreAtReady = cfg.Restore != "" && len(cfg.Command) > 0
+	if (cfg.SaveSnapshot != "" || vc.RestoreAtReady) && (!cfg.VirtioConsole || len(cfg.Command) == 0) {
+		what := "SaveSnapshot"
+		if cfg.Restore != "" {
+			what = "Restore"
+		}
+		return vc, nil, &InputError{What: what, Msg: "with a Command needs VirtioConsole: the command travels over the agent channel, so that one snapshot serves every command"}
 	}
 	if cfg.VirtioConsole {
 		// The agent channel comes with the virtio console, with or without

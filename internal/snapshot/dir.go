@@ -98,6 +98,9 @@ func CheckTarget(dir string) error {
 	return nil
 }
 
+// Dir is the directory the snapshot will replace.
+func (w *Writer) Dir() string { return w.dir }
+
 // Memory is the memory file to fill (see WriteMemory).
 func (w *Writer) Memory() *os.File { return w.mem }
 

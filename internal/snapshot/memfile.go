@@ -98,6 +98,43 @@ func PresentPages(mem []byte) ([]Run, error) {
 	return runs, nil
 }
 
+// MincorePages returns the pages of mem in core (mincore(2)): for
+// anonymous memory those the guest touched, unless swapped out; for a file
+// mapping those in the page cache, whoever read them.
+func MincorePages(mem []byte) ([]Run, error) {
+	if len(mem) == 0 {
+		return nil, nil
+	}
+	vec := make([]byte, (uint64(len(mem))+PageSize-1)/PageSize)
+	// x/sys/unix has no Mincore wrapper on Linux.
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		return nil, fmt.Errorf("mincore: %w", e)
+	}
+	var runs []Run
+	for i, v := range vec {
+		if v&1 != 0 {
+			runs = addPage(runs, uint64(i))
+		}
+	}
+	return runs, nil
+}
+
+// TouchedPages returns the pages of mem the guest may have written:
+// PresentPages; without /proc/self/pagemap (a kernel without
+// CONFIG_PROC_PAGE_MONITOR, like the nested harness's L1) MincorePages if
+// no swap is in use (no /proc/swaps at all, or only its header), as
+// mincore misses swapped-out pages; else every page.
+func TouchedPages(mem []byte) ([]Run, error) {
+	runs, err := PresentPages(mem)
+	if err == nil {
+		return runs, nil
+	}
+	if b, err := os.ReadFile("/proc/swaps"); err != nil || bytes.Count(b, []byte("\n")) <= 1 {
+		return MincorePages(mem)
+	}
+	return []Run{{First: 0, N: (uint64(len(mem)) + PageSize - 1) / PageSize}}, nil
+}
+
 func addPage(runs []Run, p uint64) []Run {
 	if k := len(runs); k > 0 && runs[k-1].First+runs[k-1].N == p {
 		runs[k-1].N++
