@@ -9,6 +9,8 @@
 //     - microvm.cmd=<agentproto.EncodeCmd(argv)>: writes milestone 0x02,
 //     runs argv (stdin /dev/null, stdout/stderr on the console, cwd /) and
 //     writes milestone 0x03 with its exit status (128+signal if killed);
+//     - microvm.chan=1: the same over the agent channel, whose "cmd" also
+//     carries host entropy and the host's clock (fresh_linux.go);
 //     - neither: prints "guest: no command; powering off";
 //  4. syncs and resets the machine through the i8042 (0xfe to port 0x64),
 //     falling back to reboot(2) after one second.
@@ -130,6 +132,7 @@ func (a *agent) command(params []param) ([]string, error) {
 		if m.T != agentproto.MsgCmd {
 			return nil, fmt.Errorf("agent channel: expected %q, got %q", agentproto.MsgCmd, m.T)
 		}
+		freshen(m)
 		return m.Argv, nil
 	}
 	p, ok := lookupParam(params, agentproto.CmdParam)
