@@ -73,9 +73,9 @@ func (m *Machine) snapshotAtReady() {
 // capture pauses the machine, writes its memory into w and returns the
 // encoded state; the machine runs again when it returns (unless it is
 // stopping). The order: vCPUs parked (no more register writes), devices
-// paused (no more DMA or interrupts), then the VM-wide state (the
-// interrupt controllers now hold every interrupt a device raised), the
-// vCPUs', the devices', the disks flushed, and the memory last.
+// paused (no more DMA or interrupts), then the vCPUs' state, the VM-wide
+// state (the interrupt controllers now hold every interrupt a device
+// raised), the devices', the disks flushed, and the memory last.
 //
 // With stop, the machine is stopped before the vCPUs are let go, so that
 // the guest runs not one instruction past its snapshot.
@@ -101,15 +101,19 @@ func (m *Machine) capture(w *snapshot.Writer, point snapshot.Point, info *Snapsh
 	defer m.devices.resume()
 
 	f := &snapshot.File{Meta: meta}
-	if f.VM, err = m.vm.saveState(); err != nil {
-		return nil, err
-	}
 	for _, v := range m.vcpus {
 		s, err := v.saveState(msrs, xsave)
 		if err != nil {
 			return nil, err
 		}
 		f.VCPUs = append(f.VCPUs, s)
+	}
+	// The KVM clock right after the TSCs, and restored right after them
+	// too: the guest's kvm-clock and TSC then disagree by the difference
+	// of the two gaps, not their sum (Linux's clocksource watchdog marks
+	// the TSC unstable when they drift apart).
+	if f.VM, err = m.vm.saveState(); err != nil {
+		return nil, err
 	}
 	if f.Devices, err = m.devices.saveState(); err != nil {
 		return nil, err

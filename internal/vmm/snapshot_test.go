@@ -3,6 +3,7 @@ package vmm
 import (
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/microvm-dev/microvm/internal/snapshot"
 )
@@ -37,5 +38,17 @@ func TestDeferMSRs(t *testing.T) {
 		if got[i] != want[i] {
 			t.Fatalf("%v, want %v", got, want)
 		}
+	}
+}
+
+func TestAvailableTR(t *testing.T) {
+	var s Sregs
+	s.TR.Type, s.CS.Type = 11, 11
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&s)), sizeSregs)
+	got := availableTR(b)
+	var r Sregs
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&r)), sizeSregs), got)
+	if r.TR.Type != 9 || r.CS.Type != 11 || s.TR.Type != 11 {
+		t.Errorf("TR type %d, CS type %d, original TR %d: want 9, 11, 11", r.TR.Type, r.CS.Type, s.TR.Type)
 	}
 }

@@ -147,10 +147,14 @@ func deferMSRs(m []snapshot.MSR) []snapshot.MSR {
 //
 // Then KVM_KVMCLOCK_CTRL tells the guest's watchdogs it was paused.
 // Every structure is length-checked first: the state is untrusted.
-func (v *vcpu) restoreState(s *snapshot.VCPU, xsaveSize int) error {
+func (v *vcpu) restoreState(s *snapshot.VCPU, xsaveSize int, amd bool) error {
 	fd := v.fd()
 	if err := v.setCPUID(s.CPUID); err != nil {
 		return err
+	}
+	sregs := s.Sregs
+	if amd {
+		sregs = availableTR(sregs)
 	}
 	mp := s.MPState
 	if _, err := ioctl(fd, kvmSetMPState, uintptr(unsafe.Pointer(&mp))); err != nil {
@@ -171,7 +175,7 @@ func (v *vcpu) restoreState(s *snapshot.VCPU, xsaveSize int) error {
 		size int
 	}{
 		{"KVM_SET_REGS", kvmSetRegs, s.Regs, sizeRegs},
-		{"KVM_SET_SREGS", kvmSetSregs, s.Sregs, sizeSregs},
+		{"KVM_SET_SREGS", kvmSetSregs, sregs, sizeSregs},
 		{"KVM_SET_XSAVE", kvmSetXSave, xsave, len(xsave)},
 		{"KVM_SET_XCRS", kvmSetXCRs, s.XCRs, sizeXCRs},
 		{"KVM_SET_DEBUGREGS", kvmSetDebugRegs, s.DebugRegs, sizeDebugRegs},
@@ -190,6 +194,27 @@ func (v *vcpu) restoreState(s *snapshot.VCPU, xsaveSize int) error {
 	// EINVAL when the guest has no kvmclock: nothing to tell it then.
 	_, _ = ioctl(fd, kvmKVMClockCtrl, 0)
 	return nil
+}
+
+// availableTR returns sregs with TR's type "available 64-bit TSS" (9)
+// instead of "busy" (11). On SVM, KVM_GET_SREGS reports TR busy whatever
+// the VMCB holds (svm_get_segment: "Work around a bug where the busy flag
+// in the tr selector isn't exposed"); the VMCB of a guest that loaded TR
+// holds type 9, and AMD hardware does not check the bit on VMRUN. Restored
+// as 11, QEMU's emulated SVM (the nested harness's L1) refuses the I/O
+// permission bitmap of a busy TSS (target/i386 check_io), so a restored
+// guest's ioperm(2)ed OUT faulted with #GP: the guest agent's reset did.
+// On Intel the type stays 11, which VMX requires of a 64-bit guest.
+func availableTR(sregs []byte) []byte {
+	if len(sregs) != sizeSregs {
+		return sregs // setRaw refuses it
+	}
+	var s Sregs
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&s)), sizeSregs), sregs)
+	if s.TR.Type == 11 {
+		s.TR.Type = 9
+	}
+	return slices.Clone(unsafe.Slice((*byte)(unsafe.Pointer(&s)), sizeSregs))
 }
 
 // setCPUID gives the vCPU the saved CPUID, which restoreCompatible has
