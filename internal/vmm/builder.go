@@ -171,11 +171,17 @@ func (b *builder) createVM() error {
 }
 
 func (b *builder) memory() error {
-	m := b.m
-	mem, err := NewMemory(m.cfg.Memory)
+	mem, err := NewMemory(b.m.cfg.Memory)
 	if err != nil {
 		return err
 	}
+	return b.useMemory(mem)
+}
+
+// useMemory makes mem the machine's RAM (Close unmaps it) and maps it
+// into the VM.
+func (b *builder) useMemory(mem *Memory) error {
+	m := b.m
 	m.mem = mem
 	b.push(func() { mem.Close() })
 	if err := m.vm.mapMemory(mem); err != nil {

@@ -172,13 +172,7 @@ func (b *builder) restoreMemory() error {
 		return err
 	}
 	b.snap.mem = nil // mem owns it now
-	m.mem = mem
-	b.push(func() { mem.Close() })
-	if err := m.vm.mapMemory(mem); err != nil {
-		return err
-	}
-	m.timeline.Mark(PhaseVMReady)
-	return nil
+	return b.useMemory(mem)
 }
 
 func (b *builder) restoreVCPUs() error {
@@ -186,13 +180,21 @@ func (b *builder) restoreVCPUs() error {
 	if err := b.createVCPUs(); err != nil {
 		return err
 	}
+	host, err := m.kvm.SupportedCPUID()
+	if err != nil {
+		return err
+	}
+	if nestedHost() {
+		m.prefault()
+	}
 	xsave := m.vm.xsaveSize()
+	amd := isAMD(host)
 	for i, v := range m.vcpus {
 		s := &b.snap.file.VCPUs[i]
 		if err := v.setTSCKHz(s.TSCKHz); err != nil {
 			return inputErr("Restore", "%v", err)
 		}
-		if err := v.restoreState(s, xsave); err != nil {
+		if err := v.restoreState(s, xsave, amd); err != nil {
 			return err
 		}
 	}
@@ -200,6 +202,17 @@ func (b *builder) restoreVCPUs() error {
 }
 
 func (b *builder) restoreVM() error { return b.m.vm.restoreState(&b.snap.file.VM) }
+
+// isAMD reports whether the CPUID vendor (leaf 0) is AMD's or Hygon's,
+// whose KVM runs guests with SVM.
+func isAMD(host []cpuidEntry) bool {
+	for _, e := range host {
+		if e.Function == 0 {
+			return e.Ebx == 0x68747541 || e.Ebx == 0x6f677948 // "Auth", "Hygo"
+		}
+	}
+	return false
+}
 
 func (b *builder) restoreDevices() error {
 	if err := b.m.devices.restoreState(b.snap.file.Devices); err != nil {
