@@ -168,6 +168,7 @@ var configFlags = map[string]string{
 	"Disks":      "--disk",
 	"Nets":       "--net",
 	"Disks/Nets": "--disk/--net",
+	"Restore":    "snapshot",
 }
 
 // flagFor returns the flag for a Config field; anything else (a flag name

@@ -70,6 +70,39 @@ type Boot struct {
 	// GuestTouched the guest RAM resident at exit (mincore).
 	PeakRSS      uint64 `json:"peak_rss_bytes"`
 	GuestTouched uint64 `json:"guest_touched_bytes"`
+	// Snapshot is the snapshot path taken (run --snapshot, --restore);
+	// absent without one.
+	Snapshot *Snapshot `json:"snapshot,omitempty"`
+}
+
+// Snapshot is the path `run --snapshot` took: "restored" (from Dir),
+// "saved" (booted, and saved Dir at agent ready) or "save-failed".
+type Snapshot struct {
+	Path        string  `json:"path"`
+	Dir         string  `json:"dir"`
+	PauseMS     float64 `json:"pause_ms,omitempty"`
+	MemoryBytes uint64  `json:"memory_bytes,omitempty"` // allocated, not apparent
+	StateBytes  uint64  `json:"state_bytes,omitempty"`
+	Error       string  `json:"error,omitempty"`
+}
+
+// SnapshotOf is the wire form of a Result's snapshot, nil for none.
+func SnapshotOf(s *microvm.SnapshotInfo) *Snapshot {
+	if s == nil {
+		return nil
+	}
+	w := &Snapshot{Path: "restored", Dir: s.Dir}
+	switch {
+	case s.Restored:
+	case s.Saved:
+		w.Path, w.PauseMS, w.MemoryBytes, w.StateBytes = "saved", MS(s.Pause), s.MemoryBytes, s.StateBytes
+	default:
+		w.Path = "save-failed"
+		if s.Err != nil {
+			w.Error = s.Err.Error()
+		}
+	}
+	return w
 }
 
 // NewBoot is the report of res for a process exiting with code whose peak
@@ -84,5 +117,6 @@ func NewBoot(res microvm.Result, code int, peakRSS uint64) Boot {
 		StartUnixNS:  res.Start.UnixNano(),
 		PeakRSS:      peakRSS,
 		GuestTouched: res.GuestTouched,
+		Snapshot:     SnapshotOf(res.Snapshot),
 	}
 }
