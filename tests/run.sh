@@ -171,10 +171,11 @@ done <<<"$plan"
 ngroups=${#group_re[@]}
 ((ngroups > 0)) || die "no tests match TESTS_RUN=${TESTS_RUN:-}"
 
-# The tests' own knobs (sizes of the density, durability and soak runs)
+# The tests' own knobs (sizes of the density, durability, soak and
+# snapshot runs)
 # pass through to L1.
 knobs=()
-for v in $(compgen -e | grep -E '^MICROVM_(DENSITY|DURABILITY|SOAK)_' || true); do
+for v in $(compgen -e | grep -E '^MICROVM_(DENSITY|DURABILITY|SOAK|SNAP)_' || true); do
 	knobs+=(--env "$v=${!v}")
 done
 
