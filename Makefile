@@ -33,8 +33,10 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 
-# Everything but ./tests, whose VM tests run under tests/run.sh.
+# Everything but ./tests, whose VM tests run under tests/run.sh. iasl
+# (acpica-tools) checks the ACPI tables and the AML encoder.
 test-unit:
+	./scripts/acpica-tools.sh
 	$(GO) test $$($(GO) list ./... | grep -v '/tests$$')
 
 # The VM tests: run directly where /dev/kvm is hardware-backed, otherwise

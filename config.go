@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microvm-dev/microvm/agentproto"
 	"github.com/microvm-dev/microvm/internal/agent"
 	"github.com/microvm-dev/microvm/internal/vmm"
 	"github.com/microvm-dev/microvm/internal/vmm/layout"
@@ -40,6 +41,14 @@ type Config struct {
 	Cmdline string
 	CPUs    int    // vCPUs (default 1)
 	Memory  uint64 // guest RAM in bytes (default 256 MiB)
+	// NoACPI leaves out the ACPI tables (and the ACPI power registers)
+	// and announces the virtio devices on the kernel command line
+	// (virtio_mmio.device=) instead of in the DSDT: for kernels built
+	// without CONFIG_ACPI, which need CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES.
+	// By default the guest gets ACPI, which distribution kernels need to
+	// find the devices, and powers off through it at once. The MP table
+	// is there either way.
+	NoACPI bool
 
 	// Command, if set, is run in the guest by the guest agent; the guest
 	// powers off when it ends and Result.ExitCode is its exit status.
@@ -88,6 +97,16 @@ type Config struct {
 	// took: Command is handed to the agent waiting in it, with fresh
 	// entropy and the host's clock.
 	Restore string
+
+	// Shares are host directories over virtio-9p, mounted by the agent
+	// (see Share). Rootfs, with Command, makes a host directory the
+	// command's root filesystem (see Rootfs).
+	Shares []Share
+	Rootfs *Rootfs
+	// Dir is the command's working directory in the guest. Default: where
+	// the process's working directory is in the guest, when it lies inside
+	// a share or the rootfs; else /.
+	Dir string
 }
 
 // Disk is a raw disk image for virtio-blk; NetIf a TAP for virtio-net.
@@ -114,6 +133,7 @@ func (cfg Config) engineConfig() (vmm.Config, *agent.Gate, error) {
 		Cmdline:       cfg.Cmdline,
 		CPUs:          cfg.CPUs,
 		Memory:        cfg.Memory,
+		ACPI:          !cfg.NoACPI,
 		Stdout:        cfg.Stdout,
 		Started:       cfg.Started,
 		OnMilestone:   cfg.OnMilestone,
@@ -142,17 +162,22 @@ func (cfg Config) engineConfig() (vmm.Config, *agent.Gate, error) {
 		}
 		return vc, nil, &InputError{What: what, Msg: "with a Command needs VirtioConsole: the command travels over the agent channel, so that one snapshot serves every command"}
 	}
+	shares, job, err := cfg.shares()
+	if err != nil {
+		return vc, nil, err
+	}
+	vc.Shares = shares
 	if cfg.VirtioConsole {
 		// The agent channel comes with the virtio console, with or without
 		// a command: a guest's own agent may use it.
-		vc.Channel = agent.Channel(cfg.Command)
+		vc.Channel = agent.Channel(job)
 	}
 	if len(cfg.Command) == 0 {
 		if vc.Cmdline == "" {
 			vc.Cmdline = CmdlineFor(DefaultCmdline, cfg.VirtioConsole)
 		}
 		if cfg.VirtioConsole {
-			vc.Cmdline = agent.Cmdline(vc.Cmdline, agent.Params(nil, true))
+			vc.Cmdline = agent.Cmdline(vc.Cmdline, agent.Params(agentproto.Job{}, true))
 		}
 		return vc, nil, nil
 	}
@@ -161,7 +186,7 @@ func (cfg Config) engineConfig() (vmm.Config, *agent.Gate, error) {
 	}
 	// The command goes on the kernel command line, or over the agent
 	// channel with VirtioConsole.
-	vc.Cmdline = agent.Cmdline(CmdlineFor(AgentCmdline, cfg.VirtioConsole), cfg.Cmdline, agent.Params(cfg.Command, cfg.VirtioConsole))
+	vc.Cmdline = agent.Cmdline(CmdlineFor(AgentCmdline, cfg.VirtioConsole), cfg.Cmdline, agent.Params(job, cfg.VirtioConsole))
 	out := cfg.Stdout
 	if out == nil {
 		out = io.Discard

@@ -3,6 +3,7 @@ module github.com/microvm-dev/microvm
 go 1.26.0
 
 require (
+	github.com/hugelgupf/p9 v0.3.0
 	github.com/spf13/pflag v1.1.0
 	github.com/u-root/u-root v0.15.0
 	golang.org/x/sys v0.50.0
@@ -55,3 +56,5 @@ require (
 )
 
 tool github.com/u-root/mkuimage/cmd/mkuimage
+
+replace github.com/hugelgupf/p9 => ./third_party/p9

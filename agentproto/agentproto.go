@@ -82,9 +82,7 @@ var ErrEmptyArgv = errors.New("empty argv")
 // trailing '=' padding are tolerated. It fails on malformed input, an empty
 // argv, or an empty argv[0].
 func DecodeCmd(s string) ([]string, error) {
-	s = strings.TrimSpace(s)
-	s = strings.Trim(s, `"`)
-	s = strings.TrimRight(s, "=")
+	s = trimParam(s)
 	if s == "" {
 		return nil, fmt.Errorf("decode %s: %w", CmdParam, ErrEmptyArgv)
 	}
@@ -100,6 +98,14 @@ func DecodeCmd(s string) ([]string, error) {
 		return nil, fmt.Errorf("decode %s: %w", CmdParam, ErrEmptyArgv)
 	}
 	return argv, nil
+}
+
+// trimParam drops what may surround a parameter's value: whitespace,
+// double quotes, base64 padding.
+func trimParam(s string) string {
+	s = strings.TrimSpace(s)
+	s = strings.Trim(s, `"`)
+	return strings.TrimRight(s, "=")
 }
 
 // UnamePrefix starts the line printed in microvm.uname=1 mode.

@@ -14,6 +14,7 @@ import (
 //
 //	guest: {"t":"ready"}
 //	host:  {"t":"cmd","argv":["sh","-c","..."],"seed":"<base64>","time_ns":1733000000000000000}
+//	       (no argv: nothing to run; mounts, root and dir as in Job)
 //	guest: {"t":"milestone","code":2}
 //	guest: {"t":"exit","status":7}
 //
@@ -46,12 +47,23 @@ const (
 type Msg struct {
 	T      string   `json:"t"`
 	Argv   []string `json:"argv,omitempty"`
+	Mounts []Mount  `json:"mounts,omitempty"`
+	Root   *Root    `json:"root,omitempty"`
+	Dir    string   `json:"dir,omitempty"`
 	Code   uint8    `json:"code,omitempty"`
 	Status int      `json:"status"`
 	// Seed and TimeNS, in "cmd" (see above); absent from older hosts.
 	Seed   []byte `json:"seed,omitempty"`
 	TimeNS int64  `json:"time_ns,omitempty"`
 }
+
+// CmdMsg is the "cmd" message that carries j.
+func CmdMsg(j Job) Msg {
+	return Msg{T: MsgCmd, Argv: j.Argv, Mounts: j.Mounts, Root: j.Root, Dir: j.Dir}
+}
+
+// Job is the job a "cmd" message carries.
+func (m Msg) Job() Job { return Job{Argv: m.Argv, Mounts: m.Mounts, Root: m.Root, Dir: m.Dir} }
 
 // EncodeMsg returns m as one line, newline included.
 func EncodeMsg(m Msg) []byte {
@@ -84,6 +96,9 @@ func ParseMsg(line []byte) (Msg, error) {
 		}
 		if m.TimeNS < 0 {
 			return Msg{}, fmt.Errorf("agent message: cmd: time_ns %d before the epoch", m.TimeNS)
+		}
+		if err := m.Job().Check(); err != nil {
+			return Msg{}, fmt.Errorf("agent message: cmd: %w", err)
 		}
 	case MsgMilestone:
 		if m.Code == 0 {

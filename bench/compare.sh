@@ -26,6 +26,8 @@
 #                        comparison boot gets its own L1 and 6 minutes:
 #                        a frozen L1 is stopped and reported, the rest go on)
 #   PIO_PROFILE=FILE     write a CPU profile of microvm's PIO runs (direct mode only)
+#   BENCH_PROFILE=0      skip the boot profile (one verbose boot of microvm and
+#                        QEMU each with initcall_debug; on by default with qemu)
 #   MICROVM_FORCE_NESTED=1  use the nested harness even where direct works
 set -euo pipefail
 
@@ -92,17 +94,20 @@ fi
 files=()
 if [[ $KVM_MODE == direct ]]; then
 	d=$WORK
-	kernel=$CACHE/$KIMG initrd=$CACHE/initrd.cpio pio=$WORK/guests/pio.elf
+	kernel=$CACHE/$KIMG initrd=$CACHE/initrd.cpio pio=$WORK/guests/pio.elf syms=$CACHE/vmlinux
 	note="running directly on this host: $KVM_MODE_REASON"
 else
 	d=/bench
-	kernel=$d/$KIMG initrd=$d/initrd.cpio pio=$d/pio.elf
+	kernel=$d/$KIMG initrd=$d/initrd.cpio pio=$d/pio.elf syms=$d/vmlinux
 	note="running inside the nested harness's L1 (QEMU TCG, -cpu max, kvm_amd), because $KVM_MODE_REASON: all numbers are nested, and slow"
 	for f in microvm runner pioloop gokvm; do
 		[[ -e $WORK/$f ]] && files+=(--file "$d/$f=$WORK/$f")
 	done
 	files+=(--file "$pio=$WORK/guests/pio.elf" --file "$kernel=$CACHE/$KIMG" --file "$initrd=$CACHE/initrd.cpio")
+	[[ $KIMG == vmlinux ]] || files+=(--file "$d/vmlinux=$CACHE/vmlinux")
 fi
+# The boot profile names initcalls from the same build's vmlinux symbols.
+runner_args+=(--profile-symbols "$syms")
 runner_args+=(--note "$note" --microvm "$d/microvm" --pioloop "$d/pioloop" --pio-guest "$pio"
 	--kernel "$kernel" --initrd "$initrd")
 [[ " $PEERS " != *" gokvm "* ]] || runner_args+=(--gokvm "$d/gokvm")
@@ -128,7 +133,9 @@ fi
 
 log "[4/4] running the benchmarks ($KVM_MODE)"
 if [[ $KVM_MODE == direct ]]; then
-	"$WORK/runner" "${runner_args[@]}"
+	profile=()
+	[[ " $PEERS " != *" qemu "* || ${BENCH_PROFILE:-1} != 1 ]] || profile=(--profile)
+	"$WORK/runner" "${runner_args[@]}" "${profile[@]}"
 	exit 0
 fi
 "$GO" build -o "$WORK/l1run" ./tests/nested/l1run
@@ -161,6 +168,13 @@ run_l1() {
 
 # The exit path, micro-guest start-up and microvm bench in one L1.
 run_l1 "${TIMEOUT_MIN}m" --rounds 0 || echo "bench: the exit-path and microvm bench L1 run failed (see above)"
+
+# The boot profile (issue 17): one verbose boot of microvm and of QEMU in one
+# fresh L1, and where their guests' boot logs differ most.
+if [[ " $PEERS " == *" qemu "* && ${BENCH_PROFILE:-1} == 1 ]]; then
+	run_l1 10m --pio-guest "" --bench-runs 0 --rounds 0 --profile ||
+		echo "bench: the boot-profile L1 run failed (see above)"
+fi
 
 # The comparison: one fresh L1 per boot. Under QEMU TCG an L1 that has
 # already run Linux guests was seen to freeze while starting the next one

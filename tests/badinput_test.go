@@ -10,7 +10,7 @@ import (
 	"github.com/microvm-dev/microvm/internal/testimg"
 )
 
-// TestBadInput: every case (45) exits 2 with exactly one line on stderr that names
+// TestBadInput: every case (49) exits 2 with exactly one line on stderr that names
 // the flag or file, and never a panic. Input is checked before /dev/kvm is
 // opened, so these run on any host.
 func TestBadInput(t *testing.T) {
@@ -82,6 +82,10 @@ func TestBadInput(t *testing.T) {
 		{"net bad mac", []string{"--kernel", good, "--net", "tap=t0,mac=zz"}, "mac=zz", ""},
 		{"net multicast mac", []string{"--kernel", good, "--net", "tap=t0,mac=01:00:5e:00:00:01"}, "unicast", ""},
 		{"console kind", []string{"--kernel", good, "--console", "vga"}, "--console", ""},
+		{"acpi bad value", []string{"--kernel", good, "--acpi", "yes"}, "--acpi", ""},
+		{"acpi empty", []string{"--kernel", good, "--acpi="}, "--acpi", ""},
+		{"run acpi bad value", []string{"--kernel", good, "--initrd", elf, "--acpi", "maybe", "--", "true"}, "--acpi", "run"},
+		{"bench acpi bad value", []string{"--kernel", good, "--initrd", elf, "--acpi", "On"}, "--acpi", "bench"},
 		{"bzImage bad boot flag", []string{"--kernel", mutate("flag.bz", 0x1fe, 0, 0)}, "boot_flag", ""},
 		{"bzImage protocol too old", []string{"--kernel", mutate("old.bz", 0x206, 0x00, 0x02)}, "too old", ""},
 		{"bzImage without 64-bit entry", []string{"--kernel", mutate("no64.bz", 0x236, 0)}, "64-bit entry", ""},
@@ -96,6 +100,14 @@ func TestBadInput(t *testing.T) {
 		{"run without a command", []string{"--kernel", good, "--initrd", bigInitrd}, "no command", "run"},
 		{"run cmdline too long", []string{"--kernel", good, "--initrd", elf, "--cmdline", strings.Repeat("y", 5000), "--", "true"}, "--cmdline", "run"},
 		{"run absurd memory", []string{"--kernel", good, "--initrd", elf, "--memory", "99999999G", "--", "true"}, "--memory", "run"},
+		{"share missing", []string{"--kernel", good, "--share", filepath.Join(dir, "nope")}, "--share", ""},
+		{"share is a file", []string{"--kernel", good, "--share", good}, "is not a directory", ""},
+		{"share relative guest path", []string{"--kernel", good, "--share", dir + ":mnt/x"}, "not absolute", ""},
+		{"share guest path twice", []string{"--kernel", good, "--share", dir + ":/mnt/x", "--share", dir + ":/mnt/x/"}, "given twice", ""},
+		{"share unknown option", []string{"--kernel", good, "--share", dir + ",rw"}, "unknown option", ""},
+		{"share as the guest's root", []string{"--kernel", good, "--share", dir + ":/"}, "Rootfs", ""},
+		{"rootfs is a file", []string{"--kernel", good, "--initrd", elf, "--rootfs", good, "--", "true"}, "--rootfs", "run"},
+		{"rootfs unknown option", []string{"--kernel", good, "--rootfs", dir + ",ro"}, "unknown option", ""},
 		{"check stray argument", []string{"now"}, "now", "check"},
 		{"check unknown flag", []string{"--fix"}, "fix", "check"},
 		{"compare stray argument", []string{"--kernel", good, "--initrd", elf, "docker"}, "docker", "compare"},

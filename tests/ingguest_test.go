@@ -8,40 +8,17 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-
-	"github.com/microvm-dev/microvm/internal/testimg"
 )
 
 // TestLinuxGoTestInGuest is the CI recipe of docs/github-actions.md: a
-// static Go test binary (this one) is appended to the initrd as a second
-// cpio archive and run in the guest with `microvm run`, whose exit status
+// static Go test binary (this one) is shared into the guest read-only
+// (--share, virtio-9p) and run there with `microvm run`, whose exit status
 // is the test binary's.
 func TestLinuxGoTestInGuest(t *testing.T) {
 	kernel, initrd := linuxArtifacts(t)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	exe, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, err := os.ReadFile(initrd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var extra bytes.Buffer
-	c := testimg.NewCPIO(&extra)
-	c.Bytes("t/tests.test", 0o755, exe)
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	ci := filepath.Join(t.TempDir(), "ci.cpio")
-	if err := os.WriteFile(ci, append(base, extra.Bytes()...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r := runMicrovm(t, linuxLimit, "run", "--kernel", kernel, "--initrd", ci, "--memory", "512M", "--timeout", "2m",
-		"--", "/t/tests.test", "-test.v", "-test.run", "^TestInGuest$")
+	dir, exe := selfDir(t)
+	r := runMicrovm(t, linuxLimit, "run", "--kernel", kernel, "--initrd", initrd, "--memory", "512M", "--timeout", "2m",
+		"--share", dir+",ro", "--", filepath.Join(dir, exe), "-test.v", "-test.run", "^TestInGuest$")
 	t.Logf("exit %d in %v\nstdout:\n%s\nstderr:\n%s", r.code, r.elapsed, r.stdout, r.stderr)
 	if r.code != 0 || !strings.Contains(r.stdout, "--- PASS: TestInGuest") || !strings.Contains(r.stdout, "in-guest kernel "+os.Getenv("MICROVM_KERNEL_RELEASE")) {
 		t.Fatalf("exit %d; want the in-guest test to pass and report its kernel", r.code)

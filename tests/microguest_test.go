@@ -45,20 +45,78 @@ func TestMicroGuestBootProtocol(t *testing.T) {
 	h := fnv.New32a()
 	h.Write(initrd)
 	cmdline := "console=ttyS0 hello=world quoted=\"a b\""
-	r := bootGuest(t, "hello.elf", "--initrd", path, "--cmdline", cmdline, "--memory", "256M", "--timeout", "3m")
-	if r.code != 0 {
-		t.Fatalf("exit code %d, want 0 (i8042 reset)", r.code)
+	initrdLine := fmt.Sprintf("initrd: addr=0x%x size=%d fnv=0x%08x", (256<<20-len(initrd))&^0xfff, len(initrd), h.Sum32())
+	t.Run("acpi", func(t *testing.T) {
+		r := bootGuest(t, "hello.elf", "--initrd", path, "--cmdline", cmdline, "--memory", "256M", "--timeout", "3m")
+		if r.code != 0 {
+			t.Fatalf("exit code %d, want 0 (i8042 reset)", r.code)
+		}
+		wantLines(t, r.stdout,
+			"microguest: hello",
+			// The DSDT announces the virtio devices: nothing is added.
+			"cmdline: "+cmdline,
+			"e820: 4 entries",
+			"e820: 0x0000000000000000 0x000000000009fc00 1",
+			"e820: 0x000000000009fc00 0x0000000000040400 2",
+			"e820: 0x00000000000e0000 0x0000000000020000 3", // the ACPI tables
+			"e820: 0x0000000000100000 0x000000000ff00000 1",
+			initrdLine,
+		)
+	})
+	t.Run("no acpi", func(t *testing.T) {
+		r := bootGuest(t, "hello.elf", "--initrd", path, "--cmdline", cmdline, "--memory", "256M", "--timeout", "3m", "--acpi", "off")
+		if r.code != 0 {
+			t.Fatalf("exit code %d, want 0 (i8042 reset)", r.code)
+		}
+		wantLines(t, r.stdout,
+			// Without ACPI the VMM announces its virtio-mmio devices
+			// (here only virtio-rng) on the command line.
+			"cmdline: "+cmdline+" virtio_mmio.device=4K@0xd0000000:5",
+			"e820: 3 entries",
+			"e820: 0x0000000000000000 0x000000000009fc00 1",
+			"e820: 0x000000000009fc00 0x0000000000060400 2",
+			"e820: 0x0000000000100000 0x000000000ff00000 1",
+			initrdLine,
+		)
+	})
+}
+
+// TestMicroGuestACPI: a guest that reads the tables as an OS does (RSDP
+// from boot_params, XSDT, FADT, MADT, DSDT, every checksum), floods the
+// ACPI registers with garbage, then powers off through S5 or resets
+// through the reset register: exit 0 at once, and the garbage costs one
+// stderr line at most. Without ACPI it finds no RSDP.
+func TestMicroGuestACPI(t *testing.T) {
+	tables := []string{"acpi: RSDP ok (boot_params)", "acpi: XSDT ok, 52 bytes", "acpi: FACP ok, 276 bytes",
+		"acpi: hw_reduced=1 reset_reg=1 sleep_control=0x600 reset=0x602 value=0x1", "acpi: garbage survived"}
+	for _, c := range []struct {
+		name, cmdline, reason string
+	}{
+		{"s5", "garbage=2000", "ACPI S5"},
+		{"reset", "garbage=2000 end=reset", "ACPI reset register"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := bootGuest(t, "acpi.elf", "--cmdline", c.cmdline, "--timeout", "3m", "--json")
+			if r.code != 0 {
+				t.Fatalf("exit code %d, want 0", r.code)
+			}
+			wantLines(t, r.stdout, tables...)
+			if strings.Contains(r.stdout, "still running") {
+				t.Error("the guest ran on after its S5 or reset write")
+			}
+			lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+			if len(lines) != 2 || !strings.Contains(lines[0], "acpi: ignored") || !strings.Contains(lines[1], c.reason) {
+				t.Errorf("stderr %q: want one line about the ignored writes, then the --json line naming %q", r.stderr, c.reason)
+			}
+		})
 	}
-	wantLines(t, r.stdout,
-		"microguest: hello",
-		// The VMM announces its virtio-mmio devices (here only virtio-rng).
-		"cmdline: "+cmdline+" virtio_mmio.device=4K@0xd0000000:5",
-		"e820: 3 entries",
-		"e820: 0x0000000000000000 0x000000000009fc00 1",
-		"e820: 0x000000000009fc00 0x0000000000060400 2",
-		"e820: 0x0000000000100000 0x000000000ff00000 1",
-		fmt.Sprintf("initrd: addr=0x%x size=%d fnv=0x%08x", (256<<20-len(initrd))&^0xfff, len(initrd), h.Sum32()),
-	)
+	t.Run("off", func(t *testing.T) {
+		r := bootGuest(t, "acpi.elf", "--acpi", "off", "--timeout", "3m")
+		if r.code != 0 {
+			t.Fatalf("exit code %d, want 0", r.code)
+		}
+		wantLines(t, r.stdout, "acpi: no RSDP")
+	})
 }
 
 func TestMicroGuestTripleFault(t *testing.T) {

@@ -64,6 +64,9 @@ for f in bzImage vmlinux kernel.release initrd.cpio; do
 	[[ -s $CACHE/$f ]] || die "$CACHE/$f missing after make kernel/initrd"
 done
 KERNEL_RELEASE=$(<"$CACHE/kernel.release")
+# Debian 12's stock kernels, for tests/stock_test.go.
+STOCK_CLOUD=$(./scripts/stock-kernel.sh cloud)
+STOCK_GENERIC=$(./scripts/stock-kernel.sh generic)
 
 make -s -C tests/guests OUT="$WORK/guests"
 
@@ -103,6 +106,8 @@ if [[ $mode == direct ]]; then
 	MICROVM_INITRD=$CACHE/initrd.cpio \
 	MICROVM_KERNEL_RELEASE=$KERNEL_RELEASE \
 	MICROVM_HOST_RELEASE=$(uname -r) \
+	MICROVM_STOCK_CLOUD=$STOCK_CLOUD \
+	MICROVM_STOCK_GENERIC=$STOCK_GENERIC \
 	MICROVM_TMP=$WORK/tmp \
 		"$GO" test -count=1 -v -timeout "${TIMEOUT_MIN}m" "${run_args[@]}" ./tests/ 2>&1 |
 		tee "$WORK/test.log" || rc=$?
@@ -180,8 +185,17 @@ for v in $(compgen -e | grep -E '^MICROVM_(DENSITY|DURABILITY|SOAK|SNAP)_' || tr
 done
 
 # run_group IDX LOG: one L1 running group IDX's tests, console to LOG.
+# Only the stock-kernel groups get the stock kernels (22 MiB) in their L1.
 run_group() {
-	local i=$1 gt=${group_min[$1]}
+	local i=$1 gt=${group_min[$1]} stock=()
+	if [[ ${group_re[$i]} == *TestStockKernel* ]]; then
+		local k
+		for k in cloud:$STOCK_CLOUD generic:$STOCK_GENERIC; do
+			stock+=(--file "$l1/stock-${k%%:*}/vmlinuz=${k#*:}/vmlinuz" --file "$l1/stock-${k%%:*}/release=${k#*:}/release"
+				--file "$l1/stock-${k%%:*}/virtio=${k#*:}/virtio")
+		done
+		stock+=(--env "MICROVM_STOCK_CLOUD=$l1/stock-cloud" --env "MICROVM_STOCK_GENERIC=$l1/stock-generic")
+	fi
 	"$WORK/l1run" \
 		--kernel "$CACHE/bzImage" \
 		--l1init "$WORK/l1init" \
@@ -203,6 +217,7 @@ run_group() {
 		--env "MICROVM_TMP=/tmp" \
 		--env "MICROVM_NESTED=1" \
 		"${knobs[@]}" \
+		"${stock[@]}" \
 		--init "$l1/tests.test" \
 		--arg -test.v --arg -test.count=1 --arg "-test.timeout=$((gt - 2))m" \
 		--arg "-test.run=${group_re[$i]}" >"$2" 2>&1

@@ -11,7 +11,9 @@
 //  3. (compare.go, trial.go) microvm against its peers (gokvm, QEMU -M microvm), same kernel,
 //     initrd and command line, in rounds whose order rotates: time from exec
 //     to the guest agent's first console line, time from exec to the VMM's
-//     exit, and the VMM process's peak RSS.
+//     exit, and the VMM process's peak RSS;
+//  4. with --profile (profile.go), one verbose boot each of microvm and QEMU
+//     and the rows of their guests' boot logs that differ most.
 //
 // It prints each result as it comes, then a summary with ratios against the
 // issue's targets (summary.go).
@@ -44,6 +46,9 @@ type options struct {
 	only                 string
 	round                int
 	summarize            string
+	profile              bool
+	profileTop           int
+	profileSyms          string
 }
 
 // flags registers what every stage shares: the microvm binary and the
@@ -60,6 +65,7 @@ func (o *options) flags(fs *flag.FlagSet) {
 	o.pioFlags(fs)
 	o.benchFlags(fs)
 	o.compareFlags(fs)
+	o.profileFlags(fs)
 	fs.StringVar(&o.summarize, "summarize", "", "print the summary of the trial lines and results in this log file, then exit (runs anywhere, no KVM)")
 }
 
@@ -89,6 +95,9 @@ func main() {
 	}
 	if o.microvm != "" && o.benchRuns > 0 {
 		s.bench = runMicrovmBench(&o)
+	}
+	if o.microvm != "" && o.profile {
+		runProfile(&o)
 	}
 	if o.microvm != "" && o.rounds > 0 {
 		s.cmp = runCompare(&o)

@@ -19,8 +19,20 @@ func cacheDir() string {
 	return "/tmp/microvm"
 }
 
-// defaultArtifacts fills in --kernel and --initrd from the cache when they
-// were not given, with an error that says how to build what is missing.
+// defaults fills in --kernel and --initrd from the cache when they were not
+// given, with an error that says how to build what is missing; and turns
+// ACPI off for the project's own kernel, which has none (unless --acpi was
+// given): it finds its devices on the command line.
+func (f *vmFlags) defaults() error {
+	if err := f.defaultArtifacts(); err != nil {
+		return err
+	}
+	if f.fs != nil && !f.fs.Changed("acpi") && microvm.NoACPIFor(f.kernel) {
+		f.acpi = "off"
+	}
+	return nil
+}
+
 func (f *vmFlags) defaultArtifacts() error {
 	for _, a := range []struct {
 		flag, file, target string

@@ -66,7 +66,7 @@ func benchFlags() (*pflag.FlagSet, *vmFlags, *int) {
 
 func runBench(_ *env, args []string) int {
 	fs, f, runs := benchFlags()
-	if done, code := parseFlags(fs, "bench [--runs N] [--kernel K] [--initrd I] [--cmdline STR] [--cpus N] [--memory M] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--timeout D] [--json]", args); done {
+	if done, code := parseFlags(fs, "bench [--runs N] [--kernel K] [--initrd I] [--cmdline STR] [--cpus N] [--memory M] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--acpi on|off] [--timeout D] [--json]", args); done {
 		return code
 	}
 	if fs.NArg() > 0 {
@@ -78,7 +78,7 @@ func runBench(_ *env, args []string) int {
 	if *runs < 1 || *runs > 1000 {
 		return fail(microvm.CodeUsage, "--runs: %d is out of range: need 1 to 1000", *runs)
 	}
-	if err := f.defaultArtifacts(); err != nil {
+	if err := f.defaults(); err != nil {
 		return failErr(err)
 	}
 	// Check the flags here so a typo fails once, not in every child.
@@ -134,7 +134,7 @@ func benchChildArgs(f *vmFlags) []string {
 	args := []string{"run", "--json",
 		"--kernel=" + f.kernel, "--initrd=" + f.initrd,
 		"--cpus=" + strconv.Itoa(f.cpus), "--memory=" + f.memory,
-		"--timeout=" + f.timeout.String(), "--console=" + f.consoleKind}
+		"--timeout=" + f.timeout.String(), "--console=" + f.consoleKind, "--acpi=" + f.acpi}
 	if f.cmdline != "" {
 		args = append(args, "--cmdline="+f.cmdline)
 	}
@@ -143,6 +143,12 @@ func benchChildArgs(f *vmFlags) []string {
 	}
 	for _, n := range f.nets {
 		args = append(args, "--net="+n)
+	}
+	for _, sh := range f.shares {
+		args = append(args, "--share="+sh)
+	}
+	if f.rootfs != "" {
+		args = append(args, "--rootfs="+f.rootfs)
 	}
 	return append(args, "--", benchCommand)
 }

@@ -69,7 +69,7 @@ func TestBenchChildArgs(t *testing.T) {
 		{"every flag", []string{"--runs", "3", "--json", "--kernel", "/k/bzImage", "--initrd", "/i.cpio",
 			"--cmdline", "quiet loglevel=0", "--cpus", "2", "--memory", "512M", "--timeout", "90s",
 			"--disk", "/d/a.img", "--disk", "/d/b.img,ro", "--net", "tap=mvtap0,mac=02:00:00:00:00:01", "--net", "tap=t1",
-			"--console", "virtio"}},
+			"--share", "/src", "--share", "/data:/mnt/data,ro", "--rootfs", "/,rw", "--console", "virtio", "--acpi", "off"}},
 		{"values that look like flags", []string{"--kernel", "-k", "--initrd", "--i", "--cmdline", "--x=y", "--disk", "-d.img"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -101,7 +101,7 @@ func TestBenchChildArgs(t *testing.T) {
 				t.Errorf("child command %q, want [%s]", got, benchCommand)
 			}
 			want := *bf
-			want.json, want.timings = true, false
+			want.json, want.timings, want.fs = true, false, child.fs
 			if !reflect.DeepEqual(child, want) {
 				t.Errorf("child argv %q\nparses to %+v\nwant       %+v", argv, child, want)
 			}

@@ -23,11 +23,14 @@ type vmFlags struct {
 	cpus                            int
 	timeout                         time.Duration
 	timings, json                   bool
-	disks, nets                     []string
-	consoleKind                     string
+	disks, nets, shares             []string
+	consoleKind, rootfs             string
+	acpi                            string
+	fs                              *pflag.FlagSet // the set they were registered in
 }
 
 func (f *vmFlags) register(fs *pflag.FlagSet, defaultCmdline string) {
+	f.fs = fs
 	fs.StringVar(&f.kernel, "kernel", "", "kernel image: bzImage or ELF64 vmlinux")
 	fs.StringVar(&f.initrd, "initrd", "", "initramfs to load")
 	fs.StringVar(&f.cmdline, "cmdline", defaultCmdline, "kernel command line")
@@ -38,7 +41,10 @@ func (f *vmFlags) register(fs *pflag.FlagSet, defaultCmdline string) {
 	fs.BoolVar(&f.json, "json", false, "print the timeline and exit reason as one JSON object on stderr at exit")
 	fs.StringArrayVar(&f.disks, "disk", nil, "attach a raw disk image as virtio-blk: PATH[,ro] (repeatable: vda, vdb, ...)")
 	fs.StringArrayVar(&f.nets, "net", nil, "attach virtio-net on a host TAP: tap=NAME[,mac=MAC] (repeatable)")
+	fs.StringArrayVar(&f.shares, "share", nil, "share a host directory over virtio-9p: HOSTDIR[:GUESTPATH][,ro] (repeatable; run mounts it at GUESTPATH, default the same path)")
+	fs.StringVar(&f.rootfs, "rootfs", "", "run the command in host directory DIR[,rw] as the guest's root (read-only under a tmpfs overlay; rw writes through)")
 	fs.StringVar(&f.consoleKind, "console", "serial", "guest console: serial (ttyS0) or virtio (hvc0, plus the agent channel)")
+	fs.StringVar(&f.acpi, "acpi", "on", "ACPI tables: on (devices in the DSDT, S5 poweroff) or off (devices as virtio_mmio.device= on the command line, for kernels without ACPI)")
 }
 
 // agentFlags is the flag set of a command whose guest runs a command
@@ -68,6 +74,9 @@ func (f *vmFlags) config(start time.Time) (microvm.Config, error) {
 	if f.consoleKind != "serial" && f.consoleKind != "virtio" {
 		return microvm.Config{}, &microvm.InputError{What: "--console", Msg: fmt.Sprintf("%q: want serial or virtio", f.consoleKind)}
 	}
+	if f.acpi != "on" && f.acpi != "off" {
+		return microvm.Config{}, &microvm.InputError{What: "--acpi", Msg: fmt.Sprintf("%q: want on or off", f.acpi)}
+	}
 	cfg := microvm.Config{
 		Kernel:        f.kernel,
 		Initrd:        f.initrd,
@@ -78,6 +87,7 @@ func (f *vmFlags) config(start time.Time) (microvm.Config, error) {
 		Timeout:       f.timeout,
 		Started:       start,
 		VirtioConsole: f.consoleKind == "virtio",
+		NoACPI:        f.acpi == "off",
 	}
 	for _, d := range f.disks {
 		disk, err := parseDisk(d)
@@ -93,6 +103,9 @@ func (f *vmFlags) config(start time.Time) (microvm.Config, error) {
 		}
 		cfg.Nets = append(cfg.Nets, nic)
 	}
+	if err := f.shareConfig(&cfg); err != nil {
+		return microvm.Config{}, err
+	}
 	return cfg, nil
 }
 
@@ -103,16 +116,9 @@ func parseDisk(s string) (microvm.Disk, error) {
 	if path == "" {
 		return d, &microvm.InputError{What: "--disk", Msg: fmt.Sprintf("%q: no path", s)}
 	}
-	for _, o := range strings.Split(opts, ",") {
-		switch o {
-		case "":
-		case "ro":
-			d.ReadOnly = true
-		default:
-			return d, &microvm.InputError{What: "--disk", Msg: fmt.Sprintf("%s: unknown option %q (want ro)", path, o)}
-		}
-	}
-	return d, nil
+	ro, err := flagOption("--disk", path, opts, "ro")
+	d.ReadOnly = ro
+	return d, err
 }
 
 // parseNet parses --net tap=NAME[,mac=MAC].
@@ -144,7 +150,7 @@ func runBoot(e *env, args []string) int {
 	fs := newFlags("boot")
 	f.register(fs, "")
 	fs.Lookup("cmdline").Usage = "kernel command line (default \"" + microvm.DefaultCmdline + "\", hvc0 with --console virtio)"
-	if done, code := parseFlags(fs, "boot --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--timeout DUR]", args); done {
+	if done, code := parseFlags(fs, "boot --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk PATH[,ro]] [--net tap=NAME] [--share HOSTDIR[:GUESTPATH][,ro]] [--rootfs DIR[,rw]] [--console serial|virtio] [--acpi on|off] [--timeout DUR]", args); done {
 		return code
 	}
 	if fs.NArg() > 0 {

@@ -12,11 +12,15 @@ import (
 func runCheck(e *env, args []string) int {
 	fs := newFlags("check")
 	asJSON := fs.Bool("json", false, "print the report as one JSON object")
-	if done, code := parseFlags(fs, "check [--json]", args); done {
+	kernel := fs.String("kernel", "", "instead of the host, check a kernel image: its release and whether it will see microvm's devices (ACPI, virtio-mmio, cmdline devices)")
+	if done, code := parseFlags(fs, "check [--kernel PATH] [--json]", args); done {
 		return code
 	}
 	if fs.NArg() > 0 {
 		return fail(microvm.CodeUsage, "check: unexpected argument %q", fs.Arg(0))
+	}
+	if fs.Changed("kernel") {
+		return checkKernel(*kernel, *asJSON)
 	}
 	r := microvm.CheckHost()
 	code := 0
@@ -91,3 +95,22 @@ func runCheck(e *env, args []string) int {
 }
 
 func gib(b uint64) float64 { return float64(b) / (1 << 30) }
+
+// checkKernel prints what a kernel image says about itself; exit 0, or 2
+// for an image that is not one.
+func checkKernel(path string, asJSON bool) int {
+	if path == "" {
+		return fail(microvm.CodeUsage, "--kernel: no path given")
+	}
+	r, err := microvm.CheckKernel(path)
+	if err != nil {
+		return failErr(err)
+	}
+	if asJSON {
+		b, _ := json.MarshalIndent(r, "", "  ")
+		fmt.Println(string(b))
+		return 0
+	}
+	fmt.Print(r)
+	return 0
+}

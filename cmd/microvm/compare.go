@@ -26,7 +26,7 @@ func runCompare(e *env, args []string) int {
 	if fs.NArg() > 0 {
 		return fail(microvm.CodeUsage, "compare: unexpected argument %q", fs.Arg(0))
 	}
-	if err := f.defaultArtifacts(); err != nil {
+	if err := f.defaults(); err != nil {
 		return failErr(err)
 	}
 	cfg, err := f.config(e.start)

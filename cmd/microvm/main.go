@@ -84,7 +84,7 @@ func commands() []command {
 		{"uname", "[flags]", "show the host's and a guest's kernel side by side", runUname},
 		{"bench", "[--runs N] [flags]", "boot the guest N times; boot timeline and VMM memory overhead", runBench},
 
-		{"check", "[--json]", "say whether this host can boot a guest, and how to fix it if not", runCheck},
+		{"check", "[--kernel PATH] [--json]", "say whether this host can boot a guest (or a kernel image will see the devices), and how to fix it if not", runCheck},
 		{"compare", "[flags] [--json]", "container or VM? measure the VM side on this host", runCompare},
 		{"version", "", "print the version", func(*env, []string) int {
 			fmt.Println("microvm", version)
@@ -169,6 +169,9 @@ var configFlags = map[string]string{
 	"Nets":       "--net",
 	"Disks/Nets": "--disk/--net",
 	"Restore":    "snapshot",
+	"NoACPI":     "--acpi",
+	"Shares":     "--share",
+	"Rootfs":     "--rootfs",
 }
 
 // flagFor returns the flag for a Config field; anything else (a flag name

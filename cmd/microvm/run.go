@@ -14,14 +14,14 @@ func runRun(e *env, args []string) int {
 	fs, f := agentFlags("run")
 	var sf snapFlags
 	sf.register(fs)
-	if done, code := parseFlags(fs, "run [--kernel K] [--initrd I] [--cpus N] [--memory M] [--disk PATH[,ro]] [--net tap=NAME] [--console serial|virtio] [--snapshot DIR | --restore DIR] [--timeout D] -- CMD [ARGS...]", args); done {
+	if done, code := parseFlags(fs, "run [--kernel K] [--initrd I] [--cpus N] [--memory M] [--disk PATH[,ro]] [--net tap=NAME] [--share HOSTDIR[:GUESTPATH][,ro]] [--rootfs DIR[,rw]] [--console serial|virtio] [--acpi on|off] [--snapshot DIR | --restore DIR] [--timeout D] -- CMD [ARGS...]", args); done {
 		return code
 	}
 	argv := fs.Args()
 	if len(argv) == 0 || argv[0] == "" {
 		return fail(microvm.CodeUsage, "run: no command given (usage: microvm run [flags] -- CMD [ARGS...])")
 	}
-	if err := f.defaultArtifacts(); err != nil {
+	if err := f.defaults(); err != nil {
 		return failErr(err)
 	}
 	if err := sf.check(fs, f); err != nil {

@@ -32,7 +32,7 @@ func runUname(e *env, args []string) int {
 		}
 		return 0
 	}
-	if err := f.defaultArtifacts(); err != nil {
+	if err := f.defaults(); err != nil {
 		return failErr(err)
 	}
 	cfg, err := f.config(e.start)

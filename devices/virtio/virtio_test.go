@@ -232,7 +232,7 @@ func request(t *testing.T, tr *MMIO, r ram, n uint32, what string) {
 	waitFor(t, what, func() bool { return usedIdx(r, tUsed) == want })
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); !cond(); {
 		if time.Now().After(deadline) {

@@ -6,11 +6,13 @@
 //  2. prints "guest: <uname -a style line>";
 //  3. reads /proc/cmdline:
 //     - microvm.uname=1: prints "@@microvm-uname {json}" and powers off;
-//     - microvm.cmd=<agentproto.EncodeCmd(argv)>: writes milestone 0x02,
-//     runs argv (stdin /dev/null, stdout/stderr on the console, cwd /) and
-//     writes milestone 0x03 with its exit status (128+signal if killed);
-//     - microvm.chan=1: the same over the agent channel, whose "cmd" also
-//     carries host entropy and the host's clock (fresh_linux.go);
+//     - microvm.cmd=<agentproto.EncodeJob(job)> (or the job over the agent
+//     channel with microvm.chan=1): mounts the job's virtio-9p shares and
+//     root filesystem (mounts_linux.go), writes milestone 0x02, runs argv
+//     (stdin /dev/null, stdout/stderr on the console, cwd the job's Dir or
+//     /) and writes milestone 0x03 with its exit status (128+signal if
+//     killed); over the channel, "cmd" also carries host entropy and the
+//     host's clock (fresh_linux.go), applied before anything else;
 //     - neither: prints "guest: no command; powering off";
 //  4. syncs and resets the machine through the i8042 (0xfe to port 0x64),
 //     falling back to reboot(2) after one second.
@@ -96,50 +98,54 @@ func (a *agent) run() {
 		a.finish(0)
 	}
 
-	argv, err := a.command(params)
+	job, err := a.command(params)
 	if err != nil {
 		a.fail(err)
 	}
-	if len(argv) == 0 {
+	if len(job.Argv) == 0 {
 		fmt.Println("guest: no command; powering off")
 		a.finish(0)
 	}
+	path, err := setupJob(job)
+	if err != nil {
+		a.fail(err)
+	}
 
-	setupEnv()
+	setupEnv(path)
 	quietKernelConsole()
 	rawConsoleOutput()
 	drainConsole()
 	a.milestone(agentproto.MilestoneReady)
-	a.finish(runCommand(argv))
+	a.finish(runCommand(job.Argv, job.Dir))
 }
 
-// command returns the argv to run: from the agent channel when the VMM
+// command returns the job to run: from the agent channel when the VMM
 // announced one, else from the kernel command line; none is not an error.
-func (a *agent) command(params []param) ([]string, error) {
+func (a *agent) command(params []param) (agentproto.Job, error) {
 	if flagEnabled(lookupParam(params, agentproto.ChannelParam)) {
 		ch, err := openChannel(10 * time.Second)
 		if err != nil {
-			return nil, err
+			return agentproto.Job{}, err
 		}
 		a.ch = ch
 		if err := ch.send(agentproto.Msg{T: agentproto.MsgReady}); err != nil {
-			return nil, err
+			return agentproto.Job{}, err
 		}
 		m, err := ch.recv()
 		if err != nil {
-			return nil, err
+			return agentproto.Job{}, err
 		}
 		if m.T != agentproto.MsgCmd {
-			return nil, fmt.Errorf("agent channel: expected %q, got %q", agentproto.MsgCmd, m.T)
+			return agentproto.Job{}, fmt.Errorf("agent channel: expected %q, got %q", agentproto.MsgCmd, m.T)
 		}
 		freshen(m)
-		return m.Argv, nil
+		return m.Job(), nil
 	}
 	p, ok := lookupParam(params, agentproto.CmdParam)
 	if !ok {
-		return nil, nil
+		return agentproto.Job{}, nil
 	}
-	return agentproto.DecodeCmd(p.Value)
+	return agentproto.DecodeJob(p.Value)
 }
 
 // milestone reports a milestone over the agent channel if there is one,
@@ -195,12 +201,13 @@ func setupConsole() {
 	}
 }
 
-// setupEnv puts the initrd's binary directories first in PATH and sets a
-// usable HOME; os/exec resolves argv[0] with this PATH.
-func setupEnv() {
-	path := guestPath
+// setupEnv puts first (the initrd's binary directories, or a root
+// filesystem's) in PATH and sets a usable HOME; os/exec resolves argv[0]
+// with this PATH.
+func setupEnv(first string) {
+	path := first
 	seen := map[string]bool{}
-	for _, d := range strings.Split(guestPath, ":") {
+	for _, d := range strings.Split(first, ":") {
 		seen[d] = true
 	}
 	for _, d := range strings.Split(os.Getenv("PATH"), ":") {
@@ -218,7 +225,7 @@ func setupEnv() {
 // runCommand runs argv with stdin from /dev/null and stdout/stderr on ours,
 // returning its exit status: 0..255, 128+signal if killed by a signal,
 // 127 if it cannot be found, 126 if it cannot be executed.
-func runCommand(argv []string) int {
+func runCommand(argv []string, dir string) int {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	// u-root's busybox picks the command from argv[0]. For aliases such as
 	// sh (/bin/sh -> ../bbin/gosh -> bb) a bare "sh" cannot be resolved
@@ -233,6 +240,9 @@ func runCommand(argv []string) int {
 	cmd.Stdout = os.Stdout
 	cmd.Stderr = os.Stderr
 	cmd.Dir = "/"
+	if dir != "" {
+		cmd.Dir = dir
+	}
 	err := cmd.Run()
 	if err == nil {
 		return 0

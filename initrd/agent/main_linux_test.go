@@ -27,7 +27,7 @@ func TestRunCommandStatus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := runCommand(tt.argv); got != tt.want {
+			if got := runCommand(tt.argv, ""); got != tt.want {
 				t.Fatalf("runCommand(%q) = %d, want %d", tt.argv, got, tt.want)
 			}
 		})
@@ -46,7 +46,7 @@ func TestRunCommandSymlinkArgv0(t *testing.T) {
 	}
 	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
 	out := filepath.Join(dir, "argv")
-	if st := runCommand([]string{"mysh", "-c", `tr '\0' '\n' < /proc/$$/cmdline > "$0"`, out}); st != 0 {
+	if st := runCommand([]string{"mysh", "-c", `tr '\0' '\n' < /proc/$$/cmdline > "$0"`, out}, ""); st != 0 {
 		t.Fatalf("status %d", st)
 	}
 	b, err := os.ReadFile(out)

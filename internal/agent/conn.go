@@ -26,7 +26,7 @@ type Port interface {
 // "ready" with the command and turns milestones and the exit status into
 // milestone calls. Its Write runs on the console device's goroutine.
 type Conn struct {
-	cmd       []string
+	job       agentproto.Job
 	port      Port
 	milestone func(code uint8, value uint32)
 	logf      func(format string, a ...any)
@@ -45,11 +45,11 @@ type Conn struct {
 	dropped atomic.Uint64
 }
 
-// NewConn returns the connection that will run cmd. milestone receives the
+// NewConn returns the connection that will run job. milestone receives the
 // agent's milestones (MilestoneCmdDone with the exit status); logf the
 // guest's protocol errors; fatal a panic of the reply goroutine.
-func NewConn(cmd []string, port Port, milestone func(uint8, uint32), logf func(string, ...any), fatal func(error)) *Conn {
-	return &Conn{cmd: cmd, port: port, milestone: milestone, logf: logf, fatal: fatal}
+func NewConn(job agentproto.Job, port Port, milestone func(uint8, uint32), logf func(string, ...any), fatal func(error)) *Conn {
+	return &Conn{job: job, port: port, milestone: milestone, logf: logf, fatal: fatal}
 }
 
 // BeforeReply makes the connection run f before it replies to "ready".
@@ -114,7 +114,9 @@ func (a *Conn) ready() {
 		}
 		seed := make([]byte, seedLen)
 		_, _ = rand.Read(seed) // getrandom(2); it does not fail on Linux
-		reply := agentproto.EncodeMsg(agentproto.Msg{T: agentproto.MsgCmd, Argv: a.cmd, Seed: seed, TimeNS: time.Now().UnixNano()})
+		msg := agentproto.CmdMsg(a.job)
+		msg.Seed, msg.TimeNS = seed, time.Now().UnixNano()
+		reply := agentproto.EncodeMsg(msg)
 		_, _ = a.port.Write(reply)
 	})
 }

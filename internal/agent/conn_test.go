@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -43,7 +44,7 @@ func TestReadyFlood(t *testing.T) {
 	ch := virtio.NewChannels(agentproto.ChannelName)
 	defer ch.Close()
 	cmd := []string{"true"}
-	a := NewConn(cmd, ch.Ports[0], func(uint8, uint32) {}, log.logf, noFatal(t))
+	a := NewConn(agentproto.Job{Argv: cmd}, ch.Ports[0], func(uint8, uint32) {}, log.logf, noFatal(t))
 	before := runtime.NumGoroutine()
 	const n = 100000
 	a.Write(bytes.Repeat(agentproto.EncodeMsg(agentproto.Msg{T: agentproto.MsgReady}), n))
@@ -92,7 +93,7 @@ func TestMessages(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var got []ms
 			var log logRecorder
-			a := NewConn(nil, nil, func(c uint8, v uint32) { got = append(got, ms{c, v}) }, log.logf, noFatal(t))
+			a := NewConn(agentproto.Job{}, nil, func(c uint8, v uint32) { got = append(got, ms{c, v}) }, log.logf, noFatal(t))
 			if tt.name == "split across writes" {
 				for i := range tt.in {
 					a.Write(tt.in[i : i+1])
@@ -119,7 +120,7 @@ func (panicPort) Unread() int               { return 0 }
 // internal error naming it, instead of killing the process.
 func TestReplyPanic(t *testing.T) {
 	errs := make(chan error, 1)
-	a := NewConn([]string{"true"}, panicPort{}, func(uint8, uint32) {}, func(string, ...any) {}, func(err error) { errs <- err })
+	a := NewConn(agentproto.Job{Argv: []string{"true"}}, panicPort{}, func(uint8, uint32) {}, func(string, ...any) {}, func(err error) { errs <- err })
 	a.Write(agentproto.EncodeMsg(agentproto.Msg{T: agentproto.MsgReady}))
 	select {
 	case err := <-errs:
@@ -157,16 +158,22 @@ func TestGate(t *testing.T) {
 }
 
 func TestParams(t *testing.T) {
-	if got := Params([]string{"echo", "hi"}, true); got != "microvm.chan=1" {
+	if got := Params(agentproto.Job{Argv: []string{"echo", "hi"}}, true); got != "microvm.chan=1" {
 		t.Errorf("channel: %q", got)
 	}
-	got := Params([]string{"echo", "hi there"}, false)
+	got := Params(agentproto.Job{Argv: []string{"echo", "hi there"}}, false)
 	enc, ok := strings.CutPrefix(got, agentproto.CmdParam+"=")
 	if !ok {
 		t.Fatalf("cmdline: %q", got)
 	}
 	if argv, err := agentproto.DecodeCmd(enc); err != nil || len(argv) != 2 || argv[1] != "hi there" {
 		t.Errorf("decoded %q, %v", argv, err)
+	}
+	// With shares the job is an object, on the same parameter.
+	job := agentproto.Job{Argv: []string{"ls"}, Mounts: []agentproto.Mount{{Tag: "microvm0", Path: "/src", RO: true}}, Dir: "/src"}
+	enc, _ = strings.CutPrefix(Params(job, false), agentproto.CmdParam+"=")
+	if got, err := agentproto.DecodeJob(enc); err != nil || got.Dir != "/src" || len(got.Mounts) != 1 || !got.Mounts[0].RO {
+		t.Errorf("decoded %+v, %v", got, err)
 	}
 }
 
@@ -213,14 +220,15 @@ func (p *bufPort) Unread() int {
 	return p.buf.Len()
 }
 
-// TestReplyFresh: every reply carries its own seed and the host's clock,
-// taken after BeforeReply (a snapshot at agent ready) ran; a connection
-// told the agent is Waiting replies without a "ready".
+// TestReplyFresh: every reply carries the whole job, its own seed and the
+// host's clock, taken after BeforeReply (a snapshot at agent ready) ran; a
+// connection told the agent is Waiting replies without a "ready".
 func TestReplyFresh(t *testing.T) {
 	var seeds [][]byte
 	for range 2 {
 		p := &bufPort{}
-		a := NewConn([]string{"true"}, p, func(uint8, uint32) {}, func(string, ...any) {}, noFatal(t))
+		job := agentproto.Job{Argv: []string{"true"}, Mounts: []agentproto.Mount{{Tag: "s0", Path: "/mnt"}}, Dir: "/mnt"}
+		a := NewConn(job, p, func(uint8, uint32) {}, func(string, ...any) {}, noFatal(t))
 		var before time.Time
 		a.BeforeReply(func() { before = time.Now() })
 		a.Waiting()
@@ -233,6 +241,9 @@ func TestReplyFresh(t *testing.T) {
 		p.mu.Unlock()
 		if err != nil || m.T != agentproto.MsgCmd {
 			t.Fatalf("reply: %+v, %v", m, err)
+		}
+		if got := m.Job(); !reflect.DeepEqual(got, job) {
+			t.Errorf("job %+v, want %+v", got, job)
 		}
 		if before.IsZero() || m.TimeNS < before.UnixNano() || time.Since(time.Unix(0, m.TimeNS)) > 5*time.Second {
 			t.Errorf("time_ns %d, BeforeReply ran at %v", m.TimeNS, before)

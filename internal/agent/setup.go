@@ -8,22 +8,22 @@ import (
 	"github.com/microvm-dev/microvm/internal/vmm"
 )
 
-// Params returns the kernel parameters that start cmd in the agent: the
-// command itself on the command line, or, with the agent channel, only the
-// note that the channel exists (the command then travels over it).
-func Params(cmd []string, channel bool) string {
+// Params returns the kernel parameters that start job in the agent: the
+// job itself on the command line, or, with the agent channel, only the
+// note that the channel exists (the job then travels over it).
+func Params(job agentproto.Job, channel bool) string {
 	if channel {
 		return agentproto.ChannelParam + "=1"
 	}
-	return agentproto.CmdParam + "=" + agentproto.EncodeCmd(cmd)
+	return agentproto.CmdParam + "=" + agentproto.EncodeJob(job)
 }
 
-// Channel is the agent channel for a machine that runs cmd.
-func Channel(cmd []string) *vmm.Channel {
+// Channel is the agent channel for a machine that runs job.
+func Channel(job agentproto.Job) *vmm.Channel {
 	return &vmm.Channel{
 		Name: agentproto.ChannelName,
 		Open: func(e vmm.ChannelEnd) io.Writer {
-			c := NewConn(cmd, e.Port, e.Milestone, e.Logf, e.Fatal)
+			c := NewConn(job, e.Port, e.Milestone, e.Logf, e.Fatal)
 			c.BeforeReply(e.BeforeReply)
 			if e.Waiting {
 				c.Waiting()

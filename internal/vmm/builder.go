@@ -41,6 +41,7 @@ func Build(cfg Config) (m *Machine, err error) {
 		{"guest memory", b.memory},
 		{"load kernel", b.load},
 		{"legacy devices", b.legacyDevices},
+		{"ACPI tables", b.acpiTables},
 		{"virtio devices", b.attachVirtio},
 		{"vCPUs", b.vcpus},
 	}
@@ -110,11 +111,12 @@ func (b *builder) openDevices() error {
 	return err
 }
 
-// cmdline is the config's command line plus the devices' part, which must
-// fit what the kernel accepts.
+// cmdline is the config's command line plus, without ACPI, the devices'
+// part (with ACPI the DSDT announces them), which must fit what the kernel
+// accepts.
 func (b *builder) cmdline() error {
 	cfg := &b.m.cfg
-	s := strings.TrimSpace(cfg.Cmdline + b.m.devices.Cmdline())
+	s := b.fullCmdline()
 	if max := b.kernel.CmdlineMax; len(s) > max {
 		if len(cfg.Cmdline) <= max {
 			return inputErr("Cmdline", "with the devices' parameters it is %d bytes; this kernel accepts at most %d", len(s), max)
@@ -126,6 +128,16 @@ func (b *builder) cmdline() error {
 		return inputErr("Memory", "%v", err)
 	}
 	return nil
+}
+
+// fullCmdline is the command line the guest gets: the config's, plus the
+// devices' without ACPI. A restore compares it with the snapshot's.
+func (b *builder) fullCmdline() string {
+	s := b.m.cfg.Cmdline
+	if !b.m.cfg.ACPI {
+		s += b.m.devices.Cmdline()
+	}
+	return strings.TrimSpace(s)
 }
 
 func (b *builder) openInitrd() error {
@@ -214,7 +226,10 @@ func (b *builder) load() error {
 		return fmt.Errorf("write cmdline: %w", err)
 	}
 	bp.SetCmdline(layout.CmdlineAddr)
-	bp.SetE820(boot.E820(mem.Ranges()))
+	bp.SetE820(boot.E820(mem.Ranges(), b.m.cfg.ACPI))
+	if b.m.cfg.ACPI {
+		bp.SetACPIRSDP(layout.ACPITablesAddr) // written by acpiTables
+	}
 	if err := mem.Write(layout.ZeroPageAddr, bp[:]); err != nil {
 		return fmt.Errorf("write boot_params: %w", err)
 	}
@@ -230,9 +245,9 @@ func (b *builder) load() error {
 	return nil
 }
 
-// legacyDevices puts COM1, the i8042 (for its reset line) and the
-// boot/debug port on the I/O bus, and the console writers in front of
-// Stdout.
+// legacyDevices puts COM1, the i8042 (for its reset line), the boot/debug
+// port and, with ACPI, the ACPI power registers on the I/O bus, and the
+// console writers in front of Stdout.
 func (b *builder) legacyDevices() error {
 	m := b.m
 	out := m.cfg.Stdout
@@ -245,7 +260,11 @@ func (b *builder) legacyDevices() error {
 	m.serial.OnFirstByte = func() { m.timeline.Mark(PhaseFirstOutput) }
 	i8042 := &devices.I8042{OnReset: func() { m.guestStopped(vcpuExit{reason: ExitReset}) }}
 	debug := &devices.DebugPort{OnMilestone: m.milestone}
-	if err := m.devices.AddLegacy(Legacy{COM1: m.serial, I8042: i8042, Debug: debug}); err != nil {
+	l := Legacy{COM1: m.serial, I8042: i8042, Debug: debug}
+	if m.cfg.ACPI {
+		l.ACPI = m.newACPIPM()
+	}
+	if err := m.devices.AddLegacy(l); err != nil {
 		return err
 	}
 	if c := m.consoles.console; c != nil {

@@ -20,6 +20,11 @@ type Config struct {
 	Cmdline string
 	CPUs    int
 	Memory  uint64 // bytes
+	// ACPI gives the guest ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) and
+	// the ACPI power registers, and announces the virtio devices in the
+	// DSDT instead of on the command line (virtio_mmio.device=), which
+	// is for kernels without ACPI. The MP table is there either way.
+	ACPI bool
 	// Stdout receives the guest's console output; nil discards it.
 	Stdout io.Writer
 	// Started is when the boot began, for the timeline (default: now).
@@ -32,6 +37,9 @@ type Config struct {
 	Disks []Disk
 	// Nets are attached as virtio-net devices eth0, eth1, ... in order.
 	Nets []NetIf
+	// Shares are host directories attached as virtio-9p devices, each
+	// mounted in the guest by its tag.
+	Shares []Share
 	// VirtioConsole adds a virtio-console whose port 0 (hvc0) writes to
 	// Stdout. Put console=hvc0 on the command line to make it the guest's
 	// console.
@@ -100,6 +108,13 @@ type ChannelEnd struct {
 // Disk is a raw image attached as virtio-blk (/dev/vda, /dev/vdb, ...).
 type Disk struct {
 	Path     string
+	ReadOnly bool
+}
+
+// Share is a host directory served over virtio-9p under a mount tag.
+type Share struct {
+	Tag      string
+	Dir      string
 	ReadOnly bool
 }
 

@@ -27,7 +27,7 @@ const (
 )
 
 // DeviceInfo is the one record of a device: every description of it (the
-// kernel command line, a snapshot's device list; ACPI tables later) is
+// kernel command line or the ACPI DSDT, a snapshot's device list) is
 // derived from this and nothing else.
 type DeviceInfo struct {
 	Name       string
@@ -37,7 +37,21 @@ type DeviceInfo struct {
 	// VirtioID is the virtio device type (virtio 1.x spec, 5 "Device
 	// Types") of a VirtioMMIODevice.
 	VirtioID uint32
+	// HID is the device's ACPI hardware ID (ACPI 6.5, 6.1.5 _HID) in the
+	// DSDT; "" keeps it out of the DSDT (the i8042, whose only use is its
+	// reset line; the debug port; the ACPI registers, which the FADT
+	// describes).
+	HID string
 }
+
+// ACPI hardware IDs of the devices in the DSDT.
+const (
+	// HIDSerial is a 16550A-compatible COM port.
+	HIDSerial = "PNP0501"
+	// HIDVirtioMMIO is a virtio-mmio window, which Linux's virtio_mmio
+	// driver binds by this ID (drivers/virtio/virtio_mmio.c).
+	HIDVirtioMMIO = "LNRO0005"
+)
 
 // DeviceManager is the only place that gives a device its address and IRQ.
 // Legacy devices get the fixed ones from the layout table; virtio devices
@@ -67,9 +81,10 @@ func newDeviceManager() *DeviceManager {
 
 // Legacy are the PC devices every machine has, each at its fixed place in
 // the layout table: COM1 (a 16550A on IRQ 4), the i8042 (for its reset
-// line) and the boot/debug port.
+// line) and the boot/debug port; and, with ACPI, the ACPI power registers.
 type Legacy struct {
 	COM1, I8042, Debug devices.Device
+	ACPI               devices.Device // nil: no ACPI
 }
 
 // AddLegacy puts the legacy devices on the I/O port bus.
@@ -78,16 +93,21 @@ func (dm *DeviceManager) AddLegacy(l Legacy) error {
 		name       string
 		base, size uint64
 		irq        uint32
+		hid        string
 		dev        devices.Device
 	}{
-		{"com1", layout.COM1Port, layout.COM1Size, layout.COM1IRQ, l.COM1},
-		{"i8042", layout.I8042Port, layout.I8042CmdPort - layout.I8042Port + 1, 0, l.I8042},
-		{"debug", layout.DebugPort, layout.DebugPortSize, 0, l.Debug},
+		{"com1", layout.COM1Port, layout.COM1Size, layout.COM1IRQ, HIDSerial, l.COM1},
+		{"i8042", layout.I8042Port, layout.I8042CmdPort - layout.I8042Port + 1, 0, "", l.I8042},
+		{"debug", layout.DebugPort, layout.DebugPortSize, 0, "", l.Debug},
+		{"acpi", layout.ACPIPMPort, devices.ACPIPMSize, 0, "", l.ACPI},
 	} {
+		if d.dev == nil {
+			continue
+		}
 		if err := dm.pio.Register(d.name, d.base, d.size, d.dev); err != nil {
 			return err
 		}
-		dm.infos = append(dm.infos, DeviceInfo{Name: d.name, Kind: PIODevice, Base: d.base, Size: d.size, IRQ: d.irq})
+		dm.infos = append(dm.infos, DeviceInfo{Name: d.name, Kind: PIODevice, Base: d.base, Size: d.size, IRQ: d.irq, HID: d.hid})
 		st, _ := d.dev.(snapshot.Stateful)
 		dm.state = append(dm.state, st)
 	}
@@ -109,6 +129,7 @@ func (dm *DeviceManager) AddVirtio(name string, dev virtio.Device) (DeviceInfo, 
 		Size:     layout.VirtioMMIOSize,
 		IRQ:      layout.VirtioIRQBase + uint32(i),
 		VirtioID: dev.Type(),
+		HID:      HIDVirtioMMIO,
 	}
 	dm.virtio = append(dm.virtio, plannedVirtio{info: len(dm.infos), dev: dev})
 	dm.infos = append(dm.infos, info)
@@ -123,7 +144,9 @@ func (dm *DeviceManager) Own(c io.Closer) { dm.owned = append(dm.owned, c) }
 func (dm *DeviceManager) Devices() []DeviceInfo { return append([]DeviceInfo(nil), dm.infos...) }
 
 // Cmdline returns the virtio_mmio.device= parameters announcing the virtio
-// devices (drivers/virtio/virtio_mmio.c, "Device parameters").
+// devices (drivers/virtio/virtio_mmio.c, "Device parameters"), for a
+// machine without ACPI; with ACPI the DSDT announces them (acpi.go), never
+// both, or a kernel with both mechanisms would probe each device twice.
 func (dm *DeviceManager) Cmdline() string {
 	var b strings.Builder
 	for _, d := range dm.infos {

@@ -9,14 +9,22 @@ import (
 	"github.com/microvm-dev/microvm/internal/vmm/layout"
 )
 
+// legacyDM is a device manager with the legacy devices placed (every one a
+// stand-in register file d), and the ACPI registers if acpi is set.
+func legacyDM(t *testing.T, acpi devices.Device) (*DeviceManager, devices.Device) {
+	t.Helper()
+	dm := newDeviceManager()
+	d := &devices.DebugPort{}
+	if err := dm.AddLegacy(Legacy{COM1: d, I8042: d, Debug: d, ACPI: acpi}); err != nil {
+		t.Fatal(err)
+	}
+	return dm, d
+}
+
 // TestDeviceManager: slots are assigned in order, from one record, and the
 // command line announces exactly the virtio devices.
 func TestDeviceManager(t *testing.T) {
-	dm := newDeviceManager()
-	d := &devices.DebugPort{}
-	if err := dm.AddLegacy(Legacy{COM1: d, I8042: d, Debug: d}); err != nil {
-		t.Fatal(err)
-	}
+	dm, d := legacyDM(t, nil)
 	for _, name := range []string{"virtio-console", "virtio-blk vda", "virtio-rng"} {
 		if _, err := dm.AddVirtio(name, virtio.RNG{}); err != nil {
 			t.Fatal(err)

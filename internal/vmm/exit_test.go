@@ -9,47 +9,36 @@ func TestDecide(t *testing.T) {
 	stopped := vcpuExit{reason: ExitStopped}
 	boom := errors.New("KVM_RUN: EFAULT")
 	where := []string{"vcpu 0 at RIP 0xffffffff81000000", "vcpu 1 at RIP 0xffffffff81000010"}
+	ev := func(r ExitReason, detail string) vcpuExit { return vcpuExit{reason: r, detail: detail} }
+	seen := func(events ...vcpuExit) observed { return observed{events: events} }
+	panicked := func(line string, events ...vcpuExit) observed { return observed{events: events, panicLine: line} }
+	stuck := func(where []string, events ...vcpuExit) observed { return observed{events: events, where: where} }
+	const (
+		triple = "vcpu 0: triple fault (KVM_EXIT_SHUTDOWN) at RIP 0x1000"
+		halted = "all vCPUs halted with interrupts disabled"
+		s5     = "ACPI S5 through the sleep control register"
+		vfs    = "Kernel panic - not syncing: VFS: Unable to mount root fs"
+	)
 	tests := []struct {
 		name string
 		o    observed
 		want vcpuExit
 	}{
-		{"reset seen after the stop it caused",
-			observed{events: []vcpuExit{stopped, {reason: ExitReset}, stopped}},
-			vcpuExit{reason: ExitReset}},
-		{"reset before the stops",
-			observed{events: []vcpuExit{{reason: ExitReset}, stopped, stopped}},
-			vcpuExit{reason: ExitReset}},
-		{"KVM shutdown event beats the other vCPU's stop",
-			observed{events: []vcpuExit{stopped, {reason: ExitPoweroff}}},
-			vcpuExit{reason: ExitPoweroff}},
-		{"triple fault",
-			observed{events: []vcpuExit{{reason: ExitCrash, detail: "vcpu 0: triple fault (KVM_EXIT_SHUTDOWN) at RIP 0x1000"}, stopped}},
-			vcpuExit{reason: ExitCrash, detail: "vcpu 0: triple fault (KVM_EXIT_SHUTDOWN) at RIP 0x1000"}},
-		{"panic line then reset",
-			observed{events: []vcpuExit{{reason: ExitReset}, stopped}, panicLine: "Kernel panic - not syncing: VFS: Unable to mount root fs"},
-			vcpuExit{reason: ExitCrash, detail: "guest kernel panic: Kernel panic - not syncing: VFS: Unable to mount root fs"}},
-		{"panic line then poweroff by halt",
-			observed{events: []vcpuExit{{reason: ExitPoweroff, detail: "all vCPUs halted with interrupts disabled"}}, panicLine: "Kernel panic - not syncing: x"},
-			vcpuExit{reason: ExitCrash, detail: "guest kernel panic: Kernel panic - not syncing: x"}},
-		{"poweroff by halt",
-			observed{events: []vcpuExit{stopped, {reason: ExitPoweroff, detail: "all vCPUs halted with interrupts disabled"}, stopped}},
-			vcpuExit{reason: ExitPoweroff, detail: "all vCPUs halted with interrupts disabled"}},
-		{"timeout says where the vCPUs were",
-			observed{events: []vcpuExit{{reason: ExitTimeout}, stopped, stopped}, where: where},
-			vcpuExit{reason: ExitTimeout, detail: where[0] + ", " + where[1]}},
-		{"timeout wins over a crash after it",
-			observed{events: []vcpuExit{{reason: ExitTimeout}, {reason: ExitCrash, detail: "late"}}, where: where[:1]},
-			vcpuExit{reason: ExitTimeout, detail: where[0]}},
-		{"cancel",
-			observed{events: []vcpuExit{{reason: ExitCanceled}, stopped}, where: where[:1]},
-			vcpuExit{reason: ExitCanceled, detail: where[0]}},
-		{"a panic line does not turn a timeout into a crash",
-			observed{events: []vcpuExit{{reason: ExitTimeout}}, panicLine: "Kernel panic - not syncing: x"},
-			vcpuExit{reason: ExitTimeout}},
-		{"internal error",
-			observed{events: []vcpuExit{stopped, {reason: ExitError, err: boom}}},
-			vcpuExit{reason: ExitError, err: boom}},
+		{"reset seen after the stop it caused", seen(stopped, ev(ExitReset, ""), stopped), ev(ExitReset, "")},
+		{"reset before the stops", seen(ev(ExitReset, ""), stopped, stopped), ev(ExitReset, "")},
+		{"KVM shutdown event beats the other vCPU's stop", seen(stopped, ev(ExitPoweroff, "")), ev(ExitPoweroff, "")},
+		{"triple fault", seen(ev(ExitCrash, triple), stopped), ev(ExitCrash, triple)},
+		{"panic line then reset", panicked(vfs, ev(ExitReset, ""), stopped), ev(ExitCrash, "guest kernel panic: "+vfs)},
+		{"panic line then poweroff by halt", panicked("Kernel panic - not syncing: x", ev(ExitPoweroff, halted)), ev(ExitCrash, "guest kernel panic: Kernel panic - not syncing: x")},
+		{"ACPI S5 beats the stops it caused", seen(stopped, ev(ExitPoweroff, s5), stopped), ev(ExitPoweroff, s5)},
+		{"ACPI reset register", seen(ev(ExitReset, "ACPI reset register"), stopped), ev(ExitReset, "ACPI reset register")},
+		{"panic line then ACPI S5", panicked("Kernel panic - not syncing: y", ev(ExitPoweroff, s5)), ev(ExitCrash, "guest kernel panic: Kernel panic - not syncing: y")},
+		{"poweroff by halt", seen(stopped, ev(ExitPoweroff, halted), stopped), ev(ExitPoweroff, halted)},
+		{"timeout says where the vCPUs were", stuck(where, ev(ExitTimeout, ""), stopped, stopped), ev(ExitTimeout, where[0]+", "+where[1])},
+		{"timeout wins over a crash after it", stuck(where[:1], ev(ExitTimeout, ""), ev(ExitCrash, "late")), ev(ExitTimeout, where[0])},
+		{"cancel", stuck(where[:1], ev(ExitCanceled, ""), stopped), ev(ExitCanceled, where[0])},
+		{"a panic line does not turn a timeout into a crash", panicked("Kernel panic - not syncing: x", ev(ExitTimeout, "")), ev(ExitTimeout, "")},
+		{"internal error", seen(stopped, vcpuExit{reason: ExitError, err: boom}), vcpuExit{reason: ExitError, err: boom}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -130,10 +130,11 @@ func checkDisks(disks []Disk, saved []snapshot.Disk, dir string) error {
 }
 
 // checkSnapshot compares what the devices make of the machine: its
-// command line and its device list.
+// command line (which, without ACPI, announces the devices; with it, it
+// does not, so ACPI on and off differ here too) and its device list.
 func (b *builder) checkSnapshot() error {
 	m, dir := b.m, b.m.cfg.Restore
-	cmdline := strings.TrimSpace(m.cfg.Cmdline + m.devices.Cmdline())
+	cmdline := b.fullCmdline()
 	if cmdline != b.snap.file.Meta.Cmdline {
 		return staleErr("%s booted with another kernel command line: %q, not %q", dir, b.snap.file.Meta.Cmdline, cmdline)
 	}

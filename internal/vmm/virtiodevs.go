@@ -2,9 +2,11 @@ package vmm
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/microvm-dev/microvm/devices/virtio"
+	"github.com/microvm-dev/microvm/devices/virtio/p9fs"
 )
 
 // consoles are the virtio-console devices of a machine with VirtioConsole.
@@ -30,7 +32,7 @@ type closeFunc func()
 func (f closeFunc) Close() error { f(); return nil }
 
 // addVirtio opens what cfg's virtio devices need and adds them to dm, in
-// slot order: consoles, disks, NICs, then the RNG. Everything is opened
+// slot order: consoles, disks, NICs, shares, then the RNG. Everything is opened
 // before KVM is touched, so bad paths and names are input errors.
 func addVirtio(cfg *Config, dm *DeviceManager) (c consoles, disks []virtio.DiskFile, err error) {
 	if cfg.VirtioConsole {
@@ -77,6 +79,26 @@ func addVirtio(cfg *Config, dm *DeviceManager) (c consoles, disks []virtio.DiskF
 		}
 		dm.Own(tap)
 		if _, err := dm.AddVirtio("virtio-net "+n.Tap, virtio.NewNet(tap, mac)); err != nil {
+			return c, disks, err
+		}
+	}
+	for _, sh := range cfg.Shares {
+		if sh.Tag == "" || len(sh.Tag) > virtio.P9MaxTag {
+			return c, disks, inputErr("Shares", "tag %q: a mount tag is 1 to %d bytes", sh.Tag, virtio.P9MaxTag)
+		}
+		s, err := p9fs.Open(sh.Dir, sh.ReadOnly)
+		if err != nil {
+			return c, disks, inputErr("Shares", "%v", err)
+		}
+		dm.Own(s)
+		dev := virtio.NewNineP(sh.Tag, s)
+		if os.Getenv("MICROVM_9P_TRACE") != "" {
+			tag := sh.Tag
+			dev.Trace = func(format string, a ...any) {
+				fmt.Fprintf(os.Stderr, "microvm: 9p %s: "+format+"\n", append([]any{tag}, a...)...)
+			}
+		}
+		if _, err := dm.AddVirtio("virtio-9p "+sh.Tag, dev); err != nil {
 			return c, disks, err
 		}
 	}

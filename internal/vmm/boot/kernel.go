@@ -208,7 +208,10 @@ func (k *Kernel) CheckFits(memSize uint64) error {
 	return nil
 }
 
-// Load copies the kernel's segments into guest memory (after CheckFits).
+// Load reads the kernel's segments into guest memory (after CheckFits).
+// mem must be fresh, zeroed RAM, as a new guest's is: a segment's bss (memsz
+// beyond filesz) is left as it is instead of being cleared, which would
+// fault in every one of its pages before the guest needs them.
 func (k *Kernel) Load(mem Mem) error {
 	for _, s := range k.segments {
 		dst, err := mem.Slice(s.paddr, s.memsz)
@@ -218,7 +221,6 @@ func (k *Kernel) Load(mem Mem) error {
 		if _, err := s.src.ReadAt(dst[:s.filesz], s.off); err != nil {
 			return fmt.Errorf("load %s: read segment at file offset %#x: %w", k.Path, s.off, err)
 		}
-		clear(dst[s.filesz:])
 	}
 	return nil
 }

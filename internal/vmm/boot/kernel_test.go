@@ -69,7 +69,7 @@ func TestBzImageBootParams(t *testing.T) {
 	bp := k.BootParams()
 	bp.SetCmdline(0x20000)
 	bp.SetRamdisk(0x1_2345_6000, 0x1000)
-	bp.SetE820(E820([]Range{{0, 3 * layout.GiB}, {4 * layout.GiB, 3 * layout.GiB}}))
+	bp.SetE820(E820([]Range{{0, 3 * layout.GiB}, {4 * layout.GiB, 3 * layout.GiB}}, false))
 	le := binary.LittleEndian
 	for _, c := range []struct {
 		name string

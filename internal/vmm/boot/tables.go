@@ -102,7 +102,7 @@ func mpChecksum(b []byte) byte {
 // AP itself through the in-kernel LAPIC (INIT/SIPI).
 func MPTable(addr uint64, ncpus int) []byte {
 	le := binary.LittleEndian
-	ioapicID := byte(ncpus)
+	ioapicID := IOAPICID(ncpus)
 	var ents []byte
 	for i := 0; i < ncpus; i++ {
 		e := make([]byte, 20)
@@ -149,8 +149,13 @@ func MPTable(addr uint64, ncpus int) []byte {
 	return append(fp, table...)
 }
 
-// MPTableMaxCPUs is how many processors fit in the reserved EBDA area.
-const MPTableMaxCPUs = (layout.HighMemStart - layout.EBDAStart - 16 - 44 - 8 - 8 - (layout.MaxIRQ+1)*8 - 16) / 20
+// IOAPICID is the IOAPIC's APIC ID in a machine with ncpus vCPUs: the
+// first after theirs. The MP table and the ACPI MADT both say so.
+func IOAPICID(ncpus int) uint8 { return uint8(ncpus) }
+
+// MPTableMaxCPUs is how many processors fit in the reserved EBDA area
+// below the ACPI tables.
+const MPTableMaxCPUs = (layout.ACPITablesAddr - layout.EBDAStart - 16 - 44 - 8 - 8 - (layout.MaxIRQ+1)*8 - 16) / 20
 
 // Mem is the guest memory the boot structures are written to; every address
 // is bounds-checked by it.

@@ -54,7 +54,7 @@ func TestE820(t *testing.T) {
 		}},
 	}
 	for _, tt := range tests {
-		if got := E820(ranges(tt.mem)); !reflect.DeepEqual(got, tt.want) {
+		if got := E820(ranges(tt.mem), false); !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("E820(%d MiB) = %+v, want %+v", tt.mem/layout.MiB, got, tt.want)
 		}
 	}

@@ -5,6 +5,7 @@ import "encoding/binary"
 // struct boot_params ("zero page") offsets, from the kernel's
 // Documentation/arch/x86/zero-page.rst and Documentation/arch/x86/boot.rst.
 const (
+	bpACPIRSDPAddr    = 0x070 // boot protocol 2.14+ (zero-page.rst: acpi_rsdp_addr)
 	bpExtRamdiskImage = 0x0c0
 	bpExtRamdiskSize  = 0x0c4
 	bpExtCmdLinePtr   = 0x0c8
@@ -64,6 +65,13 @@ func (b *BootParams) SetRamdisk(addr, size uint64) {
 	b.put32(bpRamdiskSize, uint32(size))
 	b.put32(bpExtRamdiskImage, uint32(addr>>32))
 	b.put32(bpExtRamdiskSize, uint32(size>>32))
+}
+
+// SetACPIRSDP tells the kernel where the ACPI RSDP is, so it needs no
+// scan of the BIOS area (Documentation/arch/x86/zero-page.rst,
+// acpi_rsdp_addr; read by kernels since 4.20, boot protocol 2.14).
+func (b *BootParams) SetACPIRSDP(addr uint64) {
+	binary.LittleEndian.PutUint64(b[bpACPIRSDPAddr:], addr)
 }
 
 // SetE820 writes the memory map; entries beyond the table's 128 are dropped.

@@ -37,6 +37,11 @@ const (
 	EBDAStart    = 0x9fc00
 	MPTableAddr  = EBDAStart
 	HighMemStart = 0x100000
+	// ACPITablesAddr..HighMemStart holds the ACPI tables, the RSDP first:
+	// the BIOS area where the legacy RSDP scan looks (ACPI 6.5, 5.2.5.1),
+	// reached as well through boot_params.acpi_rsdp_addr. An e820 ACPI
+	// entry when the tables are there.
+	ACPITablesAddr = 0xe0000
 	// KernelLoadAddr is where a bzImage's protected-mode code is loaded.
 	KernelLoadAddr = HighMemStart
 
@@ -71,6 +76,9 @@ const (
 	// DebugPort+4 used by the exit-path benchmark.
 	DebugPort     = uint64(agentproto.DebugPort) // the guest side of the contract defines it
 	DebugPortSize = 8
+	// ACPIPMPort is the hardware-reduced ACPI sleep control, sleep status
+	// and reset registers (devices.ACPIPM), which the FADT points at.
+	ACPIPMPort = 0x600
 )
 
 // IRQ numbers (ISA IRQs routed through the in-kernel PIC and IOAPIC).
