@@ -162,6 +162,23 @@ func (cfg Config) engineConfig() (vmm.Config, *agent.Gate, error) {
 		}
 		return vc, nil, &InputError{What: what, Msg: "with a Command needs VirtioConsole: the command travels over the agent channel, so that one snapshot serves every command"}
 	}
+	if cfg.SaveSnapshot != "" || cfg.Restore != "" {
+		// A snapshot at agent ready comes before the agent mounts anything,
+		// but nothing records which host directories a share served, so a
+		// restore could not check that it serves the same ones; and once
+		// the guest mounts a share, its fids live in the 9P server, which
+		// no snapshot carries (the device refuses VM.Snapshot then).
+		what := ""
+		switch {
+		case cfg.Rootfs != nil:
+			what = "Rootfs"
+		case len(cfg.Shares) > 0:
+			what = "Shares"
+		}
+		if what != "" {
+			return vc, nil, &InputError{What: what, Msg: "not with a snapshot (SaveSnapshot or Restore): virtio-9p shares are not snapshotted"}
+		}
+	}
 	shares, job, err := cfg.shares()
 	if err != nil {
 		return vc, nil, err

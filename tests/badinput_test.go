@@ -10,7 +10,7 @@ import (
 	"github.com/microvm-dev/microvm/internal/testimg"
 )
 
-// TestBadInput: every case (49) exits 2 with exactly one line on stderr that names
+// TestBadInput: every case exits 2 with exactly one line on stderr that names
 // the flag or file, and never a panic. Input is checked before /dev/kvm is
 // opened, so these run on any host.
 func TestBadInput(t *testing.T) {
@@ -108,6 +108,8 @@ func TestBadInput(t *testing.T) {
 		{"share as the guest's root", []string{"--kernel", good, "--share", dir + ":/"}, "Rootfs", ""},
 		{"rootfs is a file", []string{"--kernel", good, "--initrd", elf, "--rootfs", good, "--", "true"}, "--rootfs", "run"},
 		{"rootfs unknown option", []string{"--kernel", good, "--rootfs", dir + ",ro"}, "unknown option", ""},
+		{"snapshot with a share", []string{"--kernel", good, "--initrd", elf, "--snapshot", filepath.Join(dir, "snap"), "--share", dir, "--", "true"}, "not with --share or --rootfs", "run"},
+		{"restore with a rootfs", []string{"--kernel", good, "--initrd", elf, "--restore", filepath.Join(dir, "snap"), "--rootfs", dir, "--", "true"}, "not with --share or --rootfs", "run"},
 		{"check stray argument", []string{"now"}, "now", "check"},
 		{"check unknown flag", []string{"--fix"}, "fix", "check"},
 		{"compare stray argument", []string{"--kernel", good, "--initrd", elf, "docker"}, "docker", "compare"},

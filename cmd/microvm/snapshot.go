@@ -33,6 +33,10 @@ func (s *snapFlags) check(fs *pflag.FlagSet, f *vmFlags) error {
 		}
 		return nil
 	}
+	if len(f.shares) > 0 || f.rootfs != "" {
+		// See Config.SaveSnapshot: virtio-9p shares are not snapshotted.
+		return &microvm.InputError{What: flag, Msg: "not with --share or --rootfs: virtio-9p shares are not snapshotted"}
+	}
 	if fs.Changed("console") && f.consoleKind != "virtio" {
 		return &microvm.InputError{What: flag, Msg: "needs --console virtio: the command travels over the agent channel, so that one snapshot serves every command"}
 	}

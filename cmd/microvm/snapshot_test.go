@@ -6,7 +6,8 @@ import (
 )
 
 // TestSnapFlags: --snapshot and --restore take a directory, exclude each
-// other, and bring the virtio console (refusing an explicit serial one).
+// other and --share/--rootfs, and bring the virtio console (refusing an
+// explicit serial one).
 func TestSnapFlags(t *testing.T) {
 	for _, c := range []struct {
 		args    []string
@@ -18,6 +19,8 @@ func TestSnapFlags(t *testing.T) {
 		{[]string{"--snapshot", "d", "--restore", "e"}, "not both", ""},
 		{[]string{"--snapshot", "d", "--console", "serial"}, "needs --console virtio", ""},
 		{[]string{"--snapshot="}, "needs a directory", ""},
+		{[]string{"--snapshot", "d", "--share", "/tmp"}, "not with --share or --rootfs", ""},
+		{[]string{"--restore", "d", "--rootfs", "/tmp"}, "not with --share or --rootfs", ""},
 		{nil, "", "serial"},
 	} {
 		fs, f := agentFlags("run")

@@ -66,6 +66,17 @@ func (t *MMIO) notifyAll() {
 	}
 }
 
+// CanSnapshot passes on the device's refusal, if it can refuse (see
+// snapshot.Refuser).
+func (t *MMIO) CanSnapshot() error {
+	if r, ok := t.dev.(snapshot.Refuser); ok {
+		if err := r.CanSnapshot(); err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+	}
+	return nil
+}
+
 // SaveState saves the transport's registers, each queue's configuration
 // and indices, and the device's own state. The device must be paused.
 func (t *MMIO) SaveState() (snapshot.DeviceState, error) {

@@ -35,3 +35,12 @@ func (Stateless) RestoreState(s DeviceState) error {
 	}
 	return nil
 }
+
+// Refuser is a Stateful device that can say, before the machine is paused,
+// that it cannot be saved as it is now. Snapshot asks every device first,
+// so that a refusal costs the guest nothing: pausing a device can lose
+// state a refusal would have kept (a 9P server's fids live in the device
+// goroutine a pause ends). SaveState still checks again.
+type Refuser interface {
+	CanSnapshot() error
+}

@@ -26,6 +26,19 @@ func (dm *DeviceManager) resume() {
 	}
 }
 
+// canSnapshot asks every device that can refuse a snapshot whether it
+// does (snapshot.Refuser), before anything is paused.
+func (dm *DeviceManager) canSnapshot() error {
+	for i, info := range dm.infos {
+		if r, ok := dm.state[i].(snapshot.Refuser); ok {
+			if err := r.CanSnapshot(); err != nil {
+				return fmt.Errorf("device %s: %w", info.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
 // saveState returns every device's record and state.
 func (dm *DeviceManager) saveState() ([]snapshot.Device, error) {
 	out := make([]snapshot.Device, 0, len(dm.infos))

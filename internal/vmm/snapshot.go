@@ -97,6 +97,12 @@ func (m *Machine) capture(w *snapshot.Writer, point snapshot.Point, info *Snapsh
 	}
 	defer func() { info.Pause = time.Since(t0) }()
 	defer resume()
+	// With the vCPUs parked the guest sends no new request. One it queued
+	// just before may still reach a device before the pause; SaveState
+	// checks again for that.
+	if err := m.devices.canSnapshot(); err != nil {
+		return nil, err
+	}
 	m.devices.pause()
 	defer m.devices.resume()
 
