@@ -27,32 +27,69 @@ var ErrNoSnapshot = errors.New("no snapshot")
 // byte is on disk: a writer killed half way leaves only that temporary
 // directory, which nothing reads (and the next Create removes once its
 // writer is gone).
+//
+// Create opens everything the writer needs: the target's parent directory,
+// the temporary directory and both files in it. From then on the writer
+// uses those descriptors and names relative to the parent only (write,
+// fsync, renameat2, unlinkat, fstatat), so that a process sandboxed after
+// Create (internal/sandbox: no file opened by name) can still commit.
 type Writer struct {
-	dir, tmp string
-	mem      *os.File
+	dir    string   // the target, as given
+	parent *os.File // the target's parent directory
+	base   string   // the target's name in parent
+	tmp    string   // the temporary directory's name in parent
+	tmpDir *os.File
+	mem    *os.File
+	state  *os.File
+	// old is the target's identity when Create checked it (a snapshot, or
+	// an empty directory); zero if there was none. Commit replaces only
+	// that.
+	old struct{ dev, ino uint64 }
 }
 
 // Create starts writing a snapshot that will replace dir. dir must be
 // absent, empty, or a snapshot: anything else is not ours to replace.
-func Create(dir string) (*Writer, error) {
+func Create(dir string) (w *Writer, err error) {
 	if err := CheckTarget(dir); err != nil {
 		return nil, err
 	}
-	parent, base := filepath.Split(filepath.Clean(dir))
-	if parent == "" {
-		parent = "."
+	parentPath, base := filepath.Split(filepath.Clean(dir))
+	if parentPath == "" {
+		parentPath = "."
 	}
-	removeStale(parent, base)
-	tmp, err := os.MkdirTemp(parent, tmpPrefix(base)+strconv.Itoa(os.Getpid())+"-")
+	removeStale(parentPath, base)
+	w = &Writer{dir: dir, base: base}
+	defer func() {
+		if err != nil {
+			w.Abort()
+			w, err = nil, fmt.Errorf("snapshot %s: %w", dir, err)
+		}
+	}()
+	if w.parent, err = os.Open(parentPath); err != nil {
+		return w, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(int(w.parent.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+		w.old.dev, w.old.ino = st.Dev, st.Ino
+	}
+	tmp, err := os.MkdirTemp(parentPath, tmpPrefix(base)+strconv.Itoa(os.Getpid())+"-")
 	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
+		return w, err
 	}
-	mem, err := os.OpenFile(filepath.Join(tmp, MemoryName), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		os.RemoveAll(tmp)
-		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
+	w.tmp = filepath.Base(tmp)
+	if w.tmpDir, err = os.Open(tmp); err != nil {
+		return w, err
 	}
-	return &Writer{dir: dir, tmp: tmp, mem: mem}, nil
+	create := func(name string) (*os.File, error) {
+		return os.OpenFile(filepath.Join(tmp, name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	}
+	if w.mem, err = create(MemoryName); err != nil {
+		return w, err
+	}
+	if w.state, err = create(StateName); err != nil {
+		return w, err
+	}
+	return w, nil
 }
 
 func tmpPrefix(base string) string { return "." + base + ".tmp-" }
@@ -113,6 +150,7 @@ func (w *Writer) Commit(state []byte) error {
 		w.Abort()
 		return fmt.Errorf("snapshot %s: %w", w.dir, err)
 	}
+	w.close()
 	return nil
 }
 
@@ -120,66 +158,68 @@ func (w *Writer) commit(state []byte) error {
 	if err := w.mem.Sync(); err != nil {
 		return err
 	}
-	if err := w.mem.Close(); err != nil {
+	if _, err := w.state.Write(state); err != nil {
 		return err
 	}
-	w.mem = nil
-	if err := writeSynced(filepath.Join(w.tmp, StateName), state); err != nil {
+	if err := w.state.Sync(); err != nil {
 		return err
 	}
-	if err := syncDir(w.tmp); err != nil {
+	if err := w.tmpDir.Sync(); err != nil {
 		return err
 	}
-	if err := CheckTarget(w.dir); err != nil {
+	pfd := int(w.parent.Fd())
+	var st unix.Stat_t
+	switch err := unix.Fstatat(pfd, w.base, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case errors.Is(err, unix.ENOENT):
+		if err := unix.Renameat2(pfd, w.tmp, pfd, w.base, unix.RENAME_NOREPLACE); err != nil {
+			return err
+		}
+		w.tmp = "" // it is the snapshot now
+	case err != nil:
 		return err
-	}
-	err := unix.Renameat2(unix.AT_FDCWD, w.tmp, unix.AT_FDCWD, w.dir, unix.RENAME_NOREPLACE)
-	switch {
-	case err == nil:
-	case errors.Is(err, unix.EEXIST), errors.Is(err, unix.ENOTEMPTY):
-		if err := unix.Renameat2(unix.AT_FDCWD, w.tmp, unix.AT_FDCWD, w.dir, unix.RENAME_EXCHANGE); err != nil {
+	case st.Dev != w.old.dev || st.Ino != w.old.ino || st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		// Replaced since Create checked it: not known to be ours.
+		return fmt.Errorf("%s changed while the snapshot was written; not replacing it", w.dir)
+	default:
+		if err := unix.Renameat2(pfd, w.tmp, pfd, w.base, unix.RENAME_EXCHANGE); err != nil {
 			return fmt.Errorf("replace the old snapshot: %w", err)
 		}
-		// w.tmp now holds the old snapshot.
-		os.RemoveAll(w.tmp)
-	default:
-		return err
+		// The temporary name now holds the old snapshot.
+		w.removeTmp()
 	}
-	return syncDir(filepath.Dir(filepath.Clean(w.dir)))
+	return w.parent.Sync()
 }
 
-// Abort drops what was written.
+// removeTmp removes the directory under the temporary name: a snapshot's
+// two files and the directory, nothing else (a directory holding more is
+// left as it is: unlinkat fails on it).
+func (w *Writer) removeTmp() {
+	if w.parent == nil || w.tmp == "" {
+		return
+	}
+	pfd := int(w.parent.Fd())
+	for _, n := range []string{StateName, MemoryName} {
+		_ = unix.Unlinkat(pfd, w.tmp+"/"+n, 0)
+	}
+	_ = unix.Unlinkat(pfd, w.tmp, unix.AT_REMOVEDIR)
+	w.tmp = ""
+}
+
+// close releases the writer's descriptors.
+func (w *Writer) close() {
+	for _, f := range []**os.File{&w.mem, &w.state, &w.tmpDir, &w.parent} {
+		if *f != nil {
+			(*f).Close()
+			*f = nil
+		}
+	}
+}
+
+// Abort drops what was written. It may be called more than once, and after
+// Commit (it then does nothing).
 func (w *Writer) Abort() {
-	if w.mem != nil {
-		w.mem.Close()
-		w.mem = nil
-	}
-	os.RemoveAll(w.tmp)
-}
-
-func writeSynced(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	w.removeTmp()
+	w.close()
 }
 
 // Open reads and checks the snapshot in dir and opens its memory file,

@@ -174,3 +174,60 @@ func mustTemp(t *testing.T, size uint64) *os.File {
 	t.Cleanup(func() { f.Close() })
 	return f
 }
+
+// TestCommitByDescriptor: after Create the writer needs no path, as in a
+// sandboxed process: with the parent directory moved elsewhere, the
+// snapshot still lands in it. A target that Create did not check (made
+// since) is not replaced.
+func TestCommitByDescriptor(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "a", "snap")
+	os.Mkdir(filepath.Join(root, "a"), 0o700)
+	w, err := Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(root, "a"), filepath.Join(root, "b")); err != nil {
+		t.Fatal(err)
+	}
+	mem := make([]byte, 8*PageSize)
+	mem[3*PageSize] = 7
+	f := sample()
+	f.Meta.MemSize, f.Memory.Size = uint64(len(mem)), uint64(len(mem))
+	f.Memory.Regions = []Region{{Size: uint64(len(mem))}}
+	if _, err := WriteMemory(w.Memory(), mem, []Run{{First: 0, N: 8}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(Encode(f)); err != nil {
+		t.Fatal(err)
+	}
+	got, m, err := Open(filepath.Join(root, "b", "snap"))
+	if err != nil {
+		t.Fatalf("the snapshot is not where the parent went: %v", err)
+	}
+	m.Close()
+	if got.Memory.Size != uint64(len(mem)) {
+		t.Errorf("memory size %d", got.Memory.Size)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(root, "b")); len(ents) != 1 {
+		t.Errorf("left behind: %v", ents)
+	}
+
+	// A directory that appeared after Create is someone else's.
+	dir2 := filepath.Join(root, "snap2")
+	w, err = Create(dir2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(dir2, 0o700)
+	os.WriteFile(filepath.Join(dir2, StateName), []byte("theirs"), 0o600)
+	if err := w.Commit(Encode(f)); err == nil || !strings.Contains(err.Error(), "changed") {
+		t.Errorf("Commit over a directory made since Create: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir2, StateName)); string(b) != "theirs" {
+		t.Error("Commit replaced a directory it had not checked")
+	}
+	if ents, _ := os.ReadDir(root); len(ents) != 2 {
+		t.Errorf("after the refused commit: %v, want b and snap2 only", ents)
+	}
+}

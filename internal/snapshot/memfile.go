@@ -63,20 +63,56 @@ const (
 	pmSwapped = 1 << 62
 )
 
+// PageProbe finds the pages of a mapping of this process that the guest
+// touched. It opens what it reads once, when made: a sandboxed process
+// (internal/sandbox) can no longer open files by the time it snapshots a
+// guest or reports what the guest touched.
+type PageProbe struct {
+	pagemap *os.File // nil: no /proc/self/pagemap (no CONFIG_PROC_PAGE_MONITOR)
+	// swap: swap is in use (or unknown), so mincore would miss
+	// swapped-out pages.
+	swap bool
+}
+
+// OpenPageProbe opens /proc/self/pagemap and looks at /proc/swaps.
+func OpenPageProbe() *PageProbe {
+	p := &PageProbe{}
+	if f, err := os.Open("/proc/self/pagemap"); err == nil {
+		p.pagemap = f
+	}
+	b, err := os.ReadFile("/proc/swaps")
+	p.swap = err == nil && bytes.Count(b, []byte("\n")) > 1
+	return p
+}
+
+// Close releases what OpenPageProbe opened.
+func (p *PageProbe) Close() {
+	if p != nil && p.pagemap != nil {
+		p.pagemap.Close()
+		p.pagemap = nil
+	}
+}
+
 // PresentPages returns the pages of mem (a mapping of this process) that
 // have a page behind them, in RAM or in swap, from /proc/self/pagemap: the
 // pages the guest touched. Unlike mincore(2) it counts swapped-out pages,
 // and for a file mapping it counts only this process's pages, not the page
 // cache.
 func PresentPages(mem []byte) ([]Run, error) {
+	p := OpenPageProbe()
+	defer p.Close()
+	return p.Present(mem)
+}
+
+// Present is PresentPages with the probe's pagemap.
+func (p *PageProbe) Present(mem []byte) ([]Run, error) {
 	if len(mem) == 0 {
 		return nil, nil
 	}
-	f, err := os.Open("/proc/self/pagemap")
-	if err != nil {
-		return nil, err
+	if p == nil || p.pagemap == nil {
+		return nil, errors.New("/proc/self/pagemap cannot be read")
 	}
-	defer f.Close()
+	f := p.pagemap
 	first := uint64(uintptr(unsafe.Pointer(&mem[0]))) / PageSize
 	pages := (uint64(len(mem)) + PageSize - 1) / PageSize
 	const chunk = 1 << 16 // entries per read: 512 KiB
@@ -119,17 +155,17 @@ func MincorePages(mem []byte) ([]Run, error) {
 	return runs, nil
 }
 
-// TouchedPages returns the pages of mem the guest may have written:
-// PresentPages; without /proc/self/pagemap (a kernel without
-// CONFIG_PROC_PAGE_MONITOR, like the nested harness's L1) MincorePages if
-// no swap is in use (no /proc/swaps at all, or only its header), as
-// mincore misses swapped-out pages; else every page.
-func TouchedPages(mem []byte) ([]Run, error) {
-	runs, err := PresentPages(mem)
+// Touched returns the pages of mem the guest may have written: Present;
+// without /proc/self/pagemap (a kernel without CONFIG_PROC_PAGE_MONITOR,
+// like the nested harness's L1) MincorePages if no swap is in use (no
+// /proc/swaps at all, or only its header), as mincore misses swapped-out
+// pages; else every page.
+func (p *PageProbe) Touched(mem []byte) ([]Run, error) {
+	runs, err := p.Present(mem)
 	if err == nil {
 		return runs, nil
 	}
-	if b, err := os.ReadFile("/proc/swaps"); err != nil || bytes.Count(b, []byte("\n")) <= 1 {
+	if p != nil && !p.swap {
 		return MincorePages(mem)
 	}
 	return []Run{{First: 0, N: (uint64(len(mem)) + PageSize - 1) / PageSize}}, nil

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -44,6 +45,7 @@ func Build(cfg Config) (m *Machine, err error) {
 		{"ACPI tables", b.acpiTables},
 		{"virtio devices", b.attachVirtio},
 		{"vCPUs", b.vcpus},
+		{"snapshot target", b.prepareSnapshot},
 	}
 	last := PhaseKernel
 	if cfg.Restore != "" {
@@ -108,6 +110,13 @@ func (b *builder) openDevices() error {
 	b.push(m.devices.close)
 	var err error
 	m.consoles, m.diskFiles, err = addVirtio(&m.cfg, m.devices)
+	for _, d := range m.cfg.Disks {
+		abs, aerr := filepath.Abs(d.Path)
+		if aerr != nil {
+			abs = d.Path
+		}
+		m.inputs.diskPaths = append(m.inputs.diskPaths, abs)
+	}
 	return err
 }
 

@@ -35,6 +35,20 @@ func statID(path string) (snapshot.FileID, error) {
 	}, nil
 }
 
+// fileID is statID of an open file: f's identity, under the absolute name
+// abs it was opened by (made absolute beforehand: filepath.Abs may stat
+// and getcwd, which a sandboxed process may not).
+func fileID(f *os.File, abs string) (snapshot.FileID, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return snapshot.FileID{}, fmt.Errorf("%s: %w", abs, err)
+	}
+	return snapshot.FileID{
+		Path: abs, Size: uint64(st.Size), MtimeNS: st.Mtim.Nano(),
+		Dev: st.Dev, Ino: st.Ino,
+	}, nil
+}
+
 // sameStat reports whether two identities name the same unchanged file.
 func sameStat(a, b snapshot.FileID) bool {
 	return a.Size == b.Size && a.MtimeNS == b.MtimeNS && a.Dev == b.Dev && a.Ino == b.Ino

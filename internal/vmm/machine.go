@@ -13,6 +13,7 @@ import (
 	"github.com/microvm-dev/microvm/devices"
 	"github.com/microvm-dev/microvm/devices/virtio"
 	"github.com/microvm-dev/microvm/internal/guard"
+	"github.com/microvm-dev/microvm/internal/snapshot"
 )
 
 // Machine is a built VM (see Build): memory, vCPUs, devices, loaded kernel.
@@ -59,6 +60,10 @@ type Machine struct {
 	snapMu   sync.Mutex // one snapshot at a time, and none during Close
 	inputs   inputIDs
 	snapInfo atomic.Pointer[SnapshotInfo] // of the snapshot taken at agent ready, or the restore
+	// atReady is Config.SnapshotAtReady's writer, made by Build: everything
+	// the snapshot writes is opened then, before the process may be
+	// sandboxed (see prepareSnapshot). Taken (nil) by the snapshot.
+	atReady *snapshot.Writer
 }
 
 // ErrClosed is returned by SendInput once the machine is closed.

@@ -25,6 +25,10 @@ type Memory struct {
 	// backing is the snapshot memory file a restored guest's RAM is a
 	// private mapping of; nil for fresh anonymous RAM.
 	backing *os.File
+	// probe reads which pages the guest touched (snapshots, Resident). It
+	// is opened with the memory: by the time those run, a sandboxed
+	// process can open nothing.
+	probe *snapshot.PageProbe
 }
 
 // Errors for guest addresses that are not RAM.
@@ -71,7 +75,7 @@ func MemoryFromFile(f *os.File, size uint64) (*Memory, error) {
 }
 
 func newMemory(b []byte, size uint64) *Memory {
-	m := &Memory{mapping: b}
+	m := &Memory{mapping: b, probe: snapshot.OpenPageProbe()}
 	off := uint64(0)
 	for _, r := range ramLayout(size) {
 		r.host = b[off : off+r.Size : off+r.Size]
@@ -88,6 +92,7 @@ func (m *Memory) Close() error {
 	}
 	err := unix.Munmap(m.mapping)
 	m.mapping = nil
+	m.probe.Close()
 	if m.backing != nil {
 		m.backing.Close()
 		m.backing = nil
@@ -99,7 +104,7 @@ func (m *Memory) Close() error {
 // behind them in this process, and, for a restored guest, those with data
 // in its memory file (which it may read without ever faulting them in).
 func (m *Memory) touched() ([]snapshot.Run, error) {
-	runs, err := snapshot.TouchedPages(m.mapping)
+	runs, err := m.probe.Touched(m.mapping)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +155,7 @@ func (m *Memory) Resident() uint64 {
 	if m == nil || m.mapping == nil {
 		return 0
 	}
-	runs, err := snapshot.PresentPages(m.mapping)
+	runs, err := m.probe.Present(m.mapping)
 	if err != nil {
 		runs, _ = snapshot.MincorePages(m.mapping)
 	}

@@ -26,7 +26,8 @@ type SnapshotInfo struct {
 // built (no hash: that is computed only if a snapshot is taken).
 type inputIDs struct {
 	kernel, initrd snapshot.FileID
-	disks          []snapshot.Disk
+	// diskPaths are Config.Disks' paths, made absolute in Build.
+	diskPaths []string
 }
 
 // Snapshot pauses the running machine, saves it into dir (replacing a
@@ -34,15 +35,17 @@ type inputIDs struct {
 // stop is set (Result.Reason ExitSnapshot). The guest is paused only
 // while its state and memory are copied; the files are made durable after
 // it runs again.
-func (m *Machine) Snapshot(dir string, point snapshot.Point, stop bool) (SnapshotInfo, error) {
-	info := SnapshotInfo{Dir: dir}
+func (m *Machine) Snapshot(dir string, point snapshot.Point, stop bool) (info SnapshotInfo, err error) {
+	info = SnapshotInfo{Dir: dir}
 	m.snapMu.Lock()
 	defer m.snapMu.Unlock()
 	if !m.running.Load() || m.stopping.Load() {
 		return info, errors.New("snapshot: the machine is not running")
 	}
-	w, err := snapshot.Create(dir)
-	if err != nil {
+	w := m.atReady
+	if w != nil && dir == w.Dir() {
+		m.atReady = nil
+	} else if w, err = snapshot.Create(dir); err != nil {
 		return info, err
 	}
 	state, err := m.capture(w, point, &info, stop)
@@ -55,6 +58,41 @@ func (m *Machine) Snapshot(dir string, point snapshot.Point, stop bool) (Snapsho
 	}
 	info.Saved, info.StateBytes = true, uint64(len(state))
 	return info, nil
+}
+
+// prepareSnapshot, with Config.SnapshotAtReady, does in Build everything
+// the snapshot at agent ready needs of the file system: the snapshot's
+// directory and files are created and opened (snapshot.Create), and the
+// kernel and initrd hashed. The process may be sandboxed between Build and
+// Run, and then can open nothing by name. A target that is not ours to
+// replace is bad input, reported before the guest boots.
+func (b *builder) prepareSnapshot() error {
+	m := b.m
+	dir := m.cfg.SnapshotAtReady
+	if dir == "" {
+		return nil
+	}
+	var err error
+	for _, id := range []*snapshot.FileID{&m.inputs.kernel, &m.inputs.initrd} {
+		if id.Path != "" {
+			if *id, err = hashedID(id.Path, *id); err != nil {
+				return err
+			}
+		}
+	}
+	w, err := snapshot.Create(dir)
+	if err != nil {
+		return inputErr("SaveSnapshot", "%v", err)
+	}
+	m.atReady = w
+	b.push(func() {
+		// Close has taken snapMu: no snapshot is being written.
+		if m.atReady != nil {
+			m.atReady.Abort()
+			m.atReady = nil
+		}
+	})
+	return nil
 }
 
 // snapshotAtReady is the agent channel's BeforeReply with
@@ -158,15 +196,18 @@ func (m *Machine) meta(point snapshot.Point) (snapshot.Meta, error) {
 		CPUs:          uint32(len(m.vcpus)),
 		MemSize:       m.mem.Size(),
 	}
+	// Hashed already by prepareSnapshot, for a snapshot at agent ready;
+	// else now (VM.Snapshot, in a process that may open files).
 	var err error
-	if m.inputs.kernel.Path != "" {
-		if meta.Kernel, err = hashedID(m.inputs.kernel.Path, m.inputs.kernel); err != nil {
-			return meta, err
-		}
-	}
-	if m.inputs.initrd.Path != "" {
-		if meta.Initrd, err = hashedID(m.inputs.initrd.Path, m.inputs.initrd); err != nil {
-			return meta, err
+	for _, in := range []struct{ id, out *snapshot.FileID }{{&m.inputs.kernel, &meta.Kernel}, {&m.inputs.initrd, &meta.Initrd}} {
+		switch {
+		case in.id.Path == "":
+		case in.id.SHA256 != [32]byte{}:
+			*in.out = *in.id
+		default:
+			if *in.out, err = hashedID(in.id.Path, *in.id); err != nil {
+				return meta, err
+			}
 		}
 	}
 	sup, err := m.kvm.SupportedCPUID()
@@ -188,7 +229,8 @@ func (m *Machine) flushDisks() ([]snapshot.Disk, error) {
 				return nil, fmt.Errorf("flush disk %s: %w", d.Path, err)
 			}
 		}
-		id, err := statID(d.Path)
+		// The open image, not the path: no file is opened by name here.
+		id, err := fileID(m.diskFiles[i].File, m.inputs.diskPaths[i])
 		if err != nil {
 			return nil, err
 		}
