@@ -126,6 +126,14 @@ func snapRun(t *testing.T, flags []string, argv ...string) (result, report.Boot)
 		t.Fatalf("microvm %s: exit %d, no JSON report (%v); stderr:\n%s", strings.Join(args, " "), r.code, err, r.stderr)
 	}
 	t.Logf("microvm %s: exit %d in %v, snapshot %+v, %d bytes of stdout", strings.Join(flags, " "), r.code, r.elapsed, b.Snapshot, len(r.stdout))
+	if path(b) == "restored" {
+		// Where a restore's time goes, for the README's numbers.
+		var ph []string
+		for _, p := range b.Timeline {
+			ph = append(ph, fmt.Sprintf("%s %.0f", p.Phase, p.MS))
+		}
+		t.Logf("restored timeline (ms since exec): %s", strings.Join(ph, ", "))
+	}
 	return r, b
 }
 
