@@ -64,6 +64,7 @@ type Machine struct {
 	// the snapshot writes is opened then, before the process may be
 	// sandboxed (see prepareSnapshot). Taken (nil) by the snapshot.
 	atReady *snapshot.Writer
+	host    *snapHost // hostFacts, under snapMu or in Build
 }
 
 // ErrClosed is returned by SendInput once the machine is closed.

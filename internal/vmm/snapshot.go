@@ -80,6 +80,9 @@ func (b *builder) prepareSnapshot() error {
 			}
 		}
 	}
+	if _, err := m.hostFacts(); err != nil {
+		return err
+	}
 	w, err := snapshot.Create(dir)
 	if err != nil {
 		return inputErr("SaveSnapshot", "%v", err)
@@ -119,15 +122,15 @@ func (m *Machine) snapshotAtReady() {
 // the guest runs not one instruction past its snapshot.
 func (m *Machine) capture(w *snapshot.Writer, point snapshot.Point, info *SnapshotInfo, stop bool) ([]byte, error) {
 	// What needs no pause comes first: hashing the inputs reads them.
-	meta, err := m.meta(point)
+	host, err := m.hostFacts()
 	if err != nil {
 		return nil, err
 	}
-	msrs, err := m.kvm.MSRIndexList()
+	meta, err := m.meta(point, host.cpuid)
 	if err != nil {
 		return nil, err
 	}
-	xsave := m.vm.xsaveSize()
+	msrs, xsave := host.msrs, host.xsave
 	t0 := time.Now()
 	resume, err := m.pauseVCPUs()
 	if err != nil {
@@ -185,9 +188,36 @@ func (m *Machine) capture(w *snapshot.Writer, point snapshot.Point, info *Snapsh
 	return snapshot.Encode(f), nil
 }
 
+// snapHost is what a snapshot asks of KVM itself (not of the VM or its
+// vCPUs): the host's CPUID, the MSRs to save and the XSAVE size. They do
+// not change while the process runs.
+type snapHost struct {
+	cpuid []cpuidEntry
+	msrs  []uint32
+	xsave int
+}
+
+// hostFacts returns snapHost, asked once: prepareSnapshot asks in Build,
+// so that a sandboxed process needs no ioctl on /dev/kvm to snapshot.
+func (m *Machine) hostFacts() (*snapHost, error) {
+	if m.host != nil {
+		return m.host, nil
+	}
+	cpuid, err := m.kvm.SupportedCPUID()
+	if err != nil {
+		return nil, err
+	}
+	msrs, err := m.kvm.MSRIndexList()
+	if err != nil {
+		return nil, err
+	}
+	m.host = &snapHost{cpuid: cpuid, msrs: msrs, xsave: m.vm.xsaveSize()}
+	return m.host, nil
+}
+
 // meta describes the machine; the kernel and initrd are hashed, and must
 // be unchanged since the machine was built from them.
-func (m *Machine) meta(point snapshot.Point) (snapshot.Meta, error) {
+func (m *Machine) meta(point snapshot.Point, cpuid []cpuidEntry) (snapshot.Meta, error) {
 	meta := snapshot.Meta{
 		CreatedUnixNS: time.Now().UnixNano(),
 		Producer:      m.cfg.Producer,
@@ -210,11 +240,7 @@ func (m *Machine) meta(point snapshot.Point) (snapshot.Meta, error) {
 			}
 		}
 	}
-	sup, err := m.kvm.SupportedCPUID()
-	if err != nil {
-		return meta, err
-	}
-	meta.HostCPUID = toSnapshotCPUID(sup)
+	meta.HostCPUID = toSnapshotCPUID(cpuid)
 	return meta, nil
 }
 
