@@ -33,6 +33,10 @@ func TestBadInput(t *testing.T) {
 		return write(name, b)
 	}
 	elf32 := append([]byte("\x7fELF\x01\x01\x01"), make([]byte, 100)...)
+	zeroInitrd := filepath.Join(dir, "zero.cpio")
+	if err := os.WriteFile(zeroInitrd, make([]byte, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	bigInitrd := filepath.Join(dir, "big.cpio")
 	if f, err := os.Create(bigInitrd); err == nil {
 		f.Truncate(300 << 20) // sparse: larger than the 256M guest
@@ -60,6 +64,8 @@ func TestBadInput(t *testing.T) {
 		{"initrd missing", []string{"--kernel", elf, "--initrd", filepath.Join(dir, "nope.cpio")}, "--initrd", ""},
 		{"initrd directory", []string{"--kernel", elf, "--initrd", dir}, "--initrd", ""},
 		{"initrd larger than RAM", []string{"--kernel", elf, "--initrd", bigInitrd, "--memory", "256M"}, "does not fit", ""},
+		{"initrd not a cpio", []string{"--kernel", elf, "--initrd", elf}, "not an initramfs", ""},
+		{"initrd all zeros", []string{"--kernel", elf, "--initrd", zeroInitrd}, "--initrd", ""},
 		{"memory not a size", []string{"--kernel", good, "--memory", "lots"}, "--memory", ""},
 		{"memory below minimum", []string{"--kernel", good, "--memory", "1M"}, "--memory", ""},
 		{"memory absurd", []string{"--kernel", good, "--memory", "100000T"}, "--memory", ""},

@@ -38,6 +38,7 @@ func wantLines(t *testing.T, out string, lines ...string) {
 func TestMicroGuestBootProtocol(t *testing.T) {
 	initrd := make([]byte, 1<<20+123)
 	rand.Read(initrd)
+	copy(initrd, "070701") // what makes it an initramfs to microvm's check
 	path := filepath.Join(t.TempDir(), "x.cpio")
 	if err := os.WriteFile(path, initrd, 0o644); err != nil {
 		t.Fatal(err)

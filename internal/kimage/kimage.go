@@ -130,17 +130,27 @@ func bzPayload(b []byte) ([]byte, string) {
 		return nil, ""
 	}
 	p := b[start : start+n]
+	if c := compression(p); c != "" {
+		return p, c
+	}
+	return p, "unknown"
+}
+
+// compression names the compressor of p by its magic: those the kernel's
+// decompressors know (lib/decompress.c), for a kernel payload or an
+// initramfs alike; "" if none.
+func compression(p []byte) string {
 	for _, m := range []struct {
 		magic, name string
 	}{
-		{"\x1f\x8b", "gzip"}, {"\xfd7zXZ\x00", "xz"}, {"\x02\x21\x4c\x18", "lz4"},
+		{"\x1f\x8b", "gzip"}, {"\x1f\x9e", "gzip"}, {"\xfd7zXZ\x00", "xz"}, {"\x02\x21\x4c\x18", "lz4"},
 		{"\x28\xb5\x2f\xfd", "zstd"}, {"BZh", "bzip2"}, {"\x5d\x00\x00", "lzma"}, {"\x89LZO", "lzo"},
 	} {
 		if bytes.HasPrefix(p, []byte(m.magic)) {
-			return p, m.name
+			return m.name
 		}
 	}
-	return p, "unknown"
+	return ""
 }
 
 // readConfig takes IKCONFIG from the image if there is one, else a config

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/microvm-dev/microvm/devices"
+	"github.com/microvm-dev/microvm/internal/kimage"
 	"github.com/microvm-dev/microvm/internal/vmm/boot"
 	"github.com/microvm-dev/microvm/internal/vmm/layout"
 )
@@ -162,6 +163,9 @@ func (b *builder) openInitrd() error {
 	b.m.inputs.initrd, _ = statID(cfg.Initrd)
 	// Placed, and one larger than RAM refused, before it is read.
 	if b.initrdAddr, err = b.kernel.InitrdAddr(cfg.Memory, b.initrdSize); err != nil {
+		return inputErr("Initrd", "%s: %v", cfg.Initrd, err)
+	}
+	if _, err := kimage.InitrdFormat(f, size); err != nil {
 		return inputErr("Initrd", "%s: %v", cfg.Initrd, err)
 	}
 	return nil
