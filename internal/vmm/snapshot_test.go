@@ -1,0 +1,54 @@
+package vmm
+
+import (
+	"strings"
+	"testing"
+	"unsafe"
+
+	"github.com/microvm-dev/microvm/internal/snapshot"
+)
+
+func TestCPUIDCompatible(t *testing.T) {
+	host := []snapshot.CPUIDEntry{
+		{Function: 1, ECX: 1<<0 | 1<<28, EDX: 1 << 25},
+		{Function: 7, Index: 0, Flags: 1, EBX: 1 << 3},
+	}
+	guest := []snapshot.CPUIDEntry{
+		{Function: 1, ECX: 1<<0 | 1<<28 | 1<<31, EDX: 1<<25 | 1<<28}, // + hypervisor, HTT: ours
+		{Function: 7, Index: 0, Flags: 1, EBX: 1 << 3},
+	}
+	if err := cpuidCompatible(guest, host, false); err != nil {
+		t.Fatalf("the host's own features refused: %v", err)
+	}
+	guest[1].EBX |= 1 << 5 // avx2
+	guest[0].ECX |= 1 << 24
+	err := cpuidCompatible(guest, host, false)
+	if err == nil || !strings.Contains(err.Error(), "CPUID.0x7.0:EBX[5] (avx2)") || !strings.Contains(err.Error(), "tsc-deadline") {
+		t.Fatalf("a guest with avx2 and the TSC deadline on a host without: %v", err)
+	}
+}
+
+func TestDeferMSRs(t *testing.T) {
+	got := deferMSRs([]snapshot.MSR{{Index: msrIA32TSCDeadline, Data: 0}, {Index: msrIA32TSC, Data: 777}, {Index: msrSTAR, Data: 1}})
+	want := []snapshot.MSR{{Index: msrIA32TSC, Data: 777}, {Index: msrSTAR, Data: 1}, {Index: msrIA32TSCDeadline, Data: 777}}
+	if len(got) != len(want) {
+		t.Fatalf("%v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("%v, want %v", got, want)
+		}
+	}
+}
+
+func TestAvailableTR(t *testing.T) {
+	var s Sregs
+	s.TR.Type, s.CS.Type = 11, 11
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&s)), sizeSregs)
+	got := availableTR(b)
+	var r Sregs
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&r)), sizeSregs), got)
+	if r.TR.Type != 9 || r.CS.Type != 11 || s.TR.Type != 11 {
+		t.Errorf("TR type %d, CS type %d, original TR %d: want 9, 11, 11", r.TR.Type, r.CS.Type, s.TR.Type)
+	}
+}
