@@ -1,6 +1,8 @@
 package vmm
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"unsafe"
@@ -50,5 +52,38 @@ func TestAvailableTR(t *testing.T) {
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&r)), sizeSregs), got)
 	if r.TR.Type != 9 || r.CS.Type != 11 || s.TR.Type != 11 {
 		t.Errorf("TR type %d, CS type %d, original TR %d: want 9, 11, 11", r.TR.Type, r.CS.Type, s.TR.Type)
+	}
+}
+
+// TestSnapshotAtReadyOneShot: only the first "ready" of a boot may save;
+// later ones (the guest can send "ready" whenever it likes) change nothing,
+// and never make a snapshot by name.
+func TestSnapshotAtReadyOneShot(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "snap")
+	w, err := snapshot.Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Machine{}
+	m.cfg.SnapshotAtReady = dir
+	m.atReady = w
+	// The first save fails (the machine is not running: no VM here), but
+	// it uses up the boot's one shot.
+	m.snapshotAtReady()
+	first := m.snapInfo.Load()
+	if first == nil || first.Err == nil || m.atReady != nil {
+		t.Fatalf("first ready: info %+v, writer %v: want an error and the writer taken", first, m.atReady)
+	}
+	// Running now: a second save by name would reach Create and capture.
+	m.running.Store(true)
+	for i, name := range []string{"second ready", "third ready"} {
+		m.snapshotAtReady()
+		if got := m.snapInfo.Load(); got != first {
+			t.Fatalf("%s (%d): info replaced by %+v", name, i, got)
+		}
+		if ents, _ := os.ReadDir(parent); len(ents) != 0 {
+			t.Fatalf("%s: %s holds %v, want nothing", name, parent, ents)
+		}
 	}
 }
