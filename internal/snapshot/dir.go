@@ -357,14 +357,19 @@ func readState(f *os.File, path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if st.Size() > MaxStateSize {
+	switch {
+	case st.Size() == 0:
+		// Say so, rather than "EOF" or "not a state file".
+		return nil, &FormatError{Msg: path + ": empty (not a snapshot)"}
+	case st.Size() > MaxStateSize:
 		return nil, &FormatError{Msg: fmt.Sprintf("%s: %d bytes, not a state file", path, st.Size())}
 	}
 	// Read one byte past the size: a file that grew meanwhile is refused
-	// by Decode rather than read in part.
+	// by Decode rather than read in part. One that shrank to nothing reads
+	// io.EOF, and Decode calls it what it is.
 	b := make([]byte, st.Size()+1)
 	n, err := io.ReadFull(f, b)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return b[:n], nil

@@ -274,6 +274,9 @@ func TestOpenRefuses(t *testing.T) {
 		{name: "memory is a directory", setup: func(t *testing.T, dir string) {
 			replace(t, filepath.Join(dir, MemoryName), func(p string) error { return os.Mkdir(p, 0o700) })
 		}, path: MemoryName, want: "not a regular file"},
+		{name: "state is empty", setup: func(t *testing.T, dir string) {
+			must(t, os.Truncate(filepath.Join(dir, StateName), 0))
+		}, path: StateName, want: "state: empty (not a snapshot)"},
 		{name: "dir writable by others", setup: func(t *testing.T, dir string) {
 			must(t, os.Chmod(dir, 0o777))
 		}, want: "writable by group or others"},
