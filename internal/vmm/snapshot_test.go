@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,5 +86,38 @@ func TestSnapshotAtReadyOneShot(t *testing.T) {
 		if ents, _ := os.ReadDir(parent); len(ents) != 0 {
 			t.Fatalf("%s: %s holds %v, want nothing", name, parent, ents)
 		}
+	}
+}
+
+// TestBadStateIsInput: a state that decodes (its checksum can be
+// recomputed) but holds what KVM or a device refuses is bad input naming
+// the state file, not an internal error.
+func TestBadStateIsInput(t *testing.T) {
+	dir := "/var/tmp/snap"
+	tests := []struct {
+		name string
+		file snapshot.File
+		step func(b *builder) error
+		want string
+	}{
+		{"PIT of 0 bytes", snapshot.File{}, (*builder).restoreVM, "KVM_SET_PIT2: 0 bytes in the snapshot"},
+		{"a device this machine lacks", snapshot.File{Devices: []snapshot.Device{{Name: "virtio-blk"}}}, (*builder).restoreDevices, "the snapshot has 1 devices"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := &Machine{vm: &vm{}, devices: &DeviceManager{}}
+			m.cfg.Restore = dir
+			b := &builder{m: m, snap: &restoreInput{file: &tt.file}}
+			err := tt.step(b)
+			var ie *InputError
+			if !errors.As(err, &ie) || ie.What != "Restore" || ie.Stale || !strings.HasPrefix(ie.Msg, dir+"/state: ") || !strings.Contains(ie.Msg, tt.want) {
+				t.Fatalf("%v (%T): want a Restore InputError, not stale, starting %s/state: and saying %q", err, err, dir, tt.want)
+			}
+		})
+	}
+	// An InputError is passed on as it is.
+	b := &builder{m: &Machine{}}
+	if in := inputErr("Restore", "x"); b.badState(in) != in || b.badState(nil) != nil {
+		t.Error("badState rewrapped an InputError or nil")
 	}
 }
