@@ -237,6 +237,35 @@ func (w *Writer) Abort() {
 // descriptor of the directory, so that they are from one snapshot even
 // if another process replaces DIR meanwhile (Commit swaps directories).
 func Open(dir string) (*File, *os.File, error) {
+	// A Commit of another process swaps DIR for its new directory, then
+	// empties the old one, which this may hold open: a file missing from
+	// it then is no damage, and the new DIR is read instead (a few times
+	// at most: each retry needs another whole snapshot written meanwhile).
+	for try := 0; ; try++ {
+		f, mem, err := openOnce(dir)
+		if !errors.Is(err, errReplaced) {
+			return f, mem, err
+		}
+		if try == 3 {
+			return nil, nil, fmt.Errorf("%s: replaced again and again while being read", dir)
+		}
+	}
+}
+
+// errReplaced is openOnce's: DIR was replaced while it read it.
+var errReplaced = errors.New("replaced while read")
+
+// testHookOpened, if set, runs once openOnce has DIR open (for a test to
+// replace it then).
+var testHookOpened func()
+
+// replaced reports whether dir no longer names the directory d.
+func replaced(d *os.File, dir string) bool {
+	var have, now unix.Stat_t
+	return unix.Fstat(int(d.Fd()), &have) == nil && (unix.Lstat(dir, &now) != nil || now.Dev != have.Dev || now.Ino != have.Ino)
+}
+
+func openOnce(dir string) (*File, *os.File, error) {
 	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	switch {
 	case errors.Is(err, unix.ENOENT):
@@ -255,9 +284,15 @@ func Open(dir string) (*File, *os.File, error) {
 	if err := checkTrusted(dfd, dir, unix.S_IFDIR); err != nil {
 		return nil, nil, err
 	}
+	if testHookOpened != nil {
+		testHookOpened()
+	}
 	sp := filepath.Join(dir, StateName)
 	sf, err := openIn(d, dir, StateName)
 	if errors.Is(err, unix.ENOENT) {
+		if replaced(d, dir) {
+			return nil, nil, errReplaced
+		}
 		if names, _ := d.Readdirnames(1); len(names) == 0 {
 			return nil, nil, ErrNoSnapshot
 		}
@@ -281,6 +316,9 @@ func Open(dir string) (*File, *os.File, error) {
 	}
 	mp := filepath.Join(dir, MemoryName)
 	mem, err := openIn(d, dir, MemoryName)
+	if errors.Is(err, unix.ENOENT) && replaced(d, dir) {
+		return nil, nil, errReplaced
+	}
 	if err != nil {
 		var fe *FormatError
 		if !errors.As(err, &fe) {

@@ -347,3 +347,50 @@ func replace(t *testing.T, path string, mk func(string) error) {
 	must(t, os.Remove(path))
 	must(t, mk(path))
 }
+
+// TestOpenWhileReplaced: a snapshot committed over DIR while Open reads it
+// (Commit empties the old directory Open holds) is read whole, state and
+// memory both from the new one, never an error or a mix.
+func TestOpenWhileReplaced(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "snap")
+	old := make([]byte, 4*PageSize)
+	writeSnapshot(t, dir, old)
+	tests := []struct {
+		name     string
+		replaces int // how many Opens find DIR replaced
+		wantErr  string
+	}{
+		{"once", 1, ""},
+		{"every time", 100, "replaced again and again"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := 0
+			var last byte
+			testHookOpened = func() {
+				if n++; n <= tt.replaces {
+					last = byte(n)
+					mem := make([]byte, uint64(last)*PageSize) // each a new size, and so a new state
+					mem[0] = last
+					writeSnapshot(t, dir, mem)
+				}
+			}
+			defer func() { testHookOpened = nil }()
+			f, m, err := Open(dir)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Open: %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Open while replaced: %v", err)
+			}
+			defer m.Close()
+			b := make([]byte, 1)
+			if _, err := m.ReadAt(b, 0); err != nil || f.Memory.Size != uint64(last)*PageSize || b[0] != last {
+				t.Errorf("state of %d bytes, memory starting %d (%v): want both from snapshot %d", f.Memory.Size, b[0], err, last)
+			}
+		})
+	}
+}
