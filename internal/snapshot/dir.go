@@ -339,11 +339,12 @@ func openOnce(dir string) (*File, *os.File, error) {
 // openIn opens the regular file name in the snapshot directory d (dir is
 // its path, for messages) and checks it as Open says. O_NOFOLLOW refuses a
 // symbolic link; O_NONBLOCK makes a FIFO or device fail the regular-file
-// check instead of blocking the open for ever. A missing file is
+// check instead of blocking the open for ever (O_NOCTTY: a terminal there
+// does not become ours either). A missing file is
 // unix.ENOENT, wrapped; every other refusal is a FormatError.
 func openIn(d *os.File, dir, name string) (*os.File, error) {
 	path := filepath.Join(dir, name)
-	fd, err := unix.Openat(int(d.Fd()), name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := unix.Openat(int(d.Fd()), name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return nil, fmt.Errorf("%s: %w", path, err)
