@@ -226,24 +226,83 @@ func (w *Writer) Abort() {
 // which must be exactly as long as the state says: a shorter one would
 // fault the guest (or the VMM) on the missing pages. The caller closes the
 // memory file.
+//
+// A restore runs the guest the snapshot holds with the caller's disks,
+// network and command, often as root, and the state's checksum is no
+// MAC: whoever can write the directory or its files chooses that guest.
+// So the directory and both files must be owned by the effective uid or
+// by root and writable by no one else (as sshd's StrictModes), symbolic
+// links are not followed (a "memory" link would map any file of the right
+// size into the guest), and both files are opened relative to one
+// descriptor of the directory, so that they are from one snapshot even
+// if another process replaces DIR meanwhile (Commit swaps directories).
 func Open(dir string) (*File, *os.File, error) {
-	st, err := os.Stat(dir)
+	// A Commit of another process swaps DIR for its new directory, then
+	// empties the old one, which this may hold open: a file missing from
+	// it then is no damage, and the new DIR is read instead (a few times
+	// at most: each retry needs another whole snapshot written meanwhile).
+	for try := 0; ; try++ {
+		f, mem, err := openOnce(dir)
+		if !errors.Is(err, errReplaced) {
+			return f, mem, err
+		}
+		if try == 3 {
+			return nil, nil, fmt.Errorf("%s: replaced again and again while being read", dir)
+		}
+	}
+}
+
+// errReplaced is openOnce's: DIR was replaced while it read it.
+var errReplaced = errors.New("replaced while read")
+
+// testHookOpened, if set, runs once openOnce has DIR open (for a test to
+// replace it then).
+var testHookOpened func()
+
+// replaced reports whether dir no longer names the directory d.
+func replaced(d *os.File, dir string) bool {
+	var have, now unix.Stat_t
+	return unix.Fstat(int(d.Fd()), &have) == nil && (unix.Lstat(dir, &now) != nil || now.Dev != have.Dev || now.Ino != have.Ino)
+}
+
+func openOnce(dir string) (*File, *os.File, error) {
+	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	switch {
-	case errors.Is(err, os.ErrNotExist):
+	case errors.Is(err, unix.ENOENT):
 		return nil, nil, ErrNoSnapshot
-	case err != nil:
-		return nil, nil, fmt.Errorf("%s: %v", dir, errors.Unwrap(err))
-	case !st.IsDir():
+	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.ENOTDIR):
+		// With O_DIRECTORY, Linux says ENOTDIR for a symbolic link too.
+		if st, lerr := os.Lstat(dir); lerr == nil && st.Mode()&os.ModeSymlink != 0 {
+			return nil, nil, &FormatError{Msg: fmt.Sprintf("%s is a symbolic link: not followed, give the directory itself", dir)}
+		}
 		return nil, nil, &FormatError{Msg: fmt.Sprintf("%s is not a directory", dir)}
+	case err != nil:
+		return nil, nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	d := os.NewFile(uintptr(dfd), dir)
+	defer d.Close()
+	if err := checkTrusted(dfd, dir, unix.S_IFDIR); err != nil {
+		return nil, nil, err
+	}
+	if testHookOpened != nil {
+		testHookOpened()
 	}
 	sp := filepath.Join(dir, StateName)
-	b, err := readState(sp)
-	if errors.Is(err, os.ErrNotExist) {
-		if ents, _ := os.ReadDir(dir); len(ents) == 0 {
+	sf, err := openIn(d, dir, StateName)
+	if errors.Is(err, unix.ENOENT) {
+		if replaced(d, dir) {
+			return nil, nil, errReplaced
+		}
+		if names, _ := d.Readdirnames(1); len(names) == 0 {
 			return nil, nil, ErrNoSnapshot
 		}
 		return nil, nil, &FormatError{Msg: fmt.Sprintf("%s: no state file: not a microvm snapshot", dir)}
 	}
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := readState(sf, sp)
+	sf.Close()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -256,39 +315,100 @@ func Open(dir string) (*File, *os.File, error) {
 		return nil, nil, err
 	}
 	mp := filepath.Join(dir, MemoryName)
-	mem, err := os.Open(mp)
-	if err != nil {
-		return nil, nil, &FormatError{Msg: fmt.Sprintf("%s: %v", mp, errors.Unwrap(err))}
-	}
-	ms, err := mem.Stat()
-	if err == nil && (!ms.Mode().IsRegular() || uint64(ms.Size()) != f.Memory.Size) {
-		err = &FormatError{Msg: fmt.Sprintf("%s is %d bytes; the state says %d: the snapshot is damaged", mp, ms.Size(), f.Memory.Size)}
+	mem, err := openIn(d, dir, MemoryName)
+	if errors.Is(err, unix.ENOENT) && replaced(d, dir) {
+		return nil, nil, errReplaced
 	}
 	if err != nil {
-		mem.Close()
+		var fe *FormatError
+		if !errors.As(err, &fe) {
+			err = &FormatError{Msg: fmt.Sprintf("%s: %v", mp, errors.Unwrap(err))}
+		}
 		return nil, nil, err
+	}
+	if ms, err := mem.Stat(); err != nil || uint64(ms.Size()) != f.Memory.Size {
+		mem.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", mp, err)
+		}
+		return nil, nil, &FormatError{Msg: fmt.Sprintf("%s is %d bytes; the state says %d: the snapshot is damaged", mp, ms.Size(), f.Memory.Size)}
 	}
 	return f, mem, nil
 }
 
-func readState(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
+// openIn opens the regular file name in the snapshot directory d (dir is
+// its path, for messages) and checks it as Open says. O_NOFOLLOW refuses a
+// symbolic link; O_NONBLOCK makes a FIFO or device fail the regular-file
+// check instead of blocking the open for ever (O_NOCTTY: a terminal there
+// does not become ours either). A missing file is
+// unix.ENOENT, wrapped; every other refusal is a FormatError.
+func openIn(d *os.File, dir, name string) (*os.File, error) {
+	path := filepath.Join(dir, name)
+	fd, err := unix.Openat(int(d.Fd()), name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return nil, fmt.Errorf("%s: %w", path, err)
+	case errors.Is(err, unix.ELOOP):
+		return nil, &FormatError{Msg: fmt.Sprintf("%s is a symbolic link: a snapshot's files are never links", path)}
+	case err != nil:
+		return nil, &FormatError{Msg: fmt.Sprintf("%s: %v", path, err)}
+	}
+	if err := checkTrusted(fd, path, unix.S_IFREG); err != nil {
+		unix.Close(fd)
 		return nil, err
 	}
-	defer f.Close()
+	// A regular file, whose reads never block: clear the flag before
+	// os.NewFile, which would otherwise take it for a pollable descriptor.
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// checkTrusted refuses fd (at path) unless it is of type typ (S_IFDIR or
+// S_IFREG), owned by the effective uid or root, and not writable by group
+// or others.
+func checkTrusted(fd int, path string, typ uint32) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	want := "a regular file"
+	if typ == unix.S_IFDIR {
+		want = "a directory"
+	}
+	euid := uint32(os.Geteuid())
+	switch {
+	case st.Mode&unix.S_IFMT != typ:
+		return &FormatError{Msg: fmt.Sprintf("%s is not %s: not a microvm snapshot", path, want)}
+	case st.Uid != euid && st.Uid != 0:
+		return &FormatError{Msg: fmt.Sprintf("%s is owned by uid %d, not by this user (uid %d) or root: refusing to restore what another user can change", path, st.Uid, euid)}
+	case st.Mode&0o022 != 0:
+		return &FormatError{Msg: fmt.Sprintf("%s is writable by group or others (mode %#o): refusing to restore what another user can change", path, st.Mode&0o7777)}
+	}
+	return nil
+}
+
+// readState reads the state file f (at path), at most MaxStateSize bytes.
+func readState(f *os.File, path string) ([]byte, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if !st.Mode().IsRegular() || st.Size() > MaxStateSize {
+	switch {
+	case st.Size() == 0:
+		// Say so, rather than "EOF" or "not a state file".
+		return nil, &FormatError{Msg: path + ": empty (not a snapshot)"}
+	case st.Size() > MaxStateSize:
 		return nil, &FormatError{Msg: fmt.Sprintf("%s: %d bytes, not a state file", path, st.Size())}
 	}
 	// Read one byte past the size: a file that grew meanwhile is refused
-	// by Decode rather than read in part.
+	// by Decode rather than read in part. One that shrank to nothing reads
+	// io.EOF, and Decode calls it what it is.
 	b := make([]byte, st.Size()+1)
 	n, err := io.ReadFull(f, b)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return b[:n], nil

@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // writeSnapshot writes sample() with a memory file of mem into dir.
@@ -229,5 +232,165 @@ func TestCommitByDescriptor(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(root); len(ents) != 2 {
 		t.Errorf("after the refused commit: %v, want b and snap2 only", ents)
+	}
+}
+
+// TestOpenRefuses: what another user could have put in place, and what is
+// not a snapshot's file, is refused with one line naming the path (a
+// FormatError: bad input), never followed, and never blocks.
+func TestOpenRefuses(t *testing.T) {
+	const other = 54321 // a uid that is neither ours nor root
+	root := os.Geteuid() == 0
+	size := 4 * PageSize
+	tests := []struct {
+		name     string
+		needRoot bool                           // chown to another uid
+		setup    func(t *testing.T, dir string) // on a good snapshot in dir
+		open     string                         // what to Open, relative to dir's parent; "" is dir
+		path     string                         // the path the error names, relative to dir
+		want     string
+	}{
+		{name: "dir is a symlink", setup: func(t *testing.T, dir string) {
+			must(t, os.Symlink(dir, dir+"-link"))
+		}, open: "snap-link", path: "../snap-link", want: "symbolic link"},
+		{name: "dir is a file", setup: func(t *testing.T, dir string) {
+			must(t, os.WriteFile(dir+"-file", nil, 0o600))
+		}, open: "snap-file", path: "../snap-file", want: "not a directory"},
+		{name: "memory is a symlink", setup: func(t *testing.T, dir string) {
+			other := filepath.Join(filepath.Dir(dir), "secret")
+			must(t, os.WriteFile(other, make([]byte, size), 0o600))
+			replace(t, filepath.Join(dir, MemoryName), func(p string) error { return os.Symlink(other, p) })
+		}, path: MemoryName, want: "symbolic link"},
+		{name: "state is a symlink", setup: func(t *testing.T, dir string) {
+			must(t, os.Rename(filepath.Join(dir, StateName), dir+"-state"))
+			must(t, os.Symlink(dir+"-state", filepath.Join(dir, StateName)))
+		}, path: StateName, want: "symbolic link"},
+		{name: "state is a FIFO", setup: func(t *testing.T, dir string) {
+			replace(t, filepath.Join(dir, StateName), func(p string) error { return unix.Mkfifo(p, 0o600) })
+		}, path: StateName, want: "not a regular file"},
+		{name: "memory is a FIFO", setup: func(t *testing.T, dir string) {
+			replace(t, filepath.Join(dir, MemoryName), func(p string) error { return unix.Mkfifo(p, 0o600) })
+		}, path: MemoryName, want: "not a regular file"},
+		{name: "memory is a directory", setup: func(t *testing.T, dir string) {
+			replace(t, filepath.Join(dir, MemoryName), func(p string) error { return os.Mkdir(p, 0o700) })
+		}, path: MemoryName, want: "not a regular file"},
+		{name: "state is empty", setup: func(t *testing.T, dir string) {
+			must(t, os.Truncate(filepath.Join(dir, StateName), 0))
+		}, path: StateName, want: "state: empty (not a snapshot)"},
+		{name: "dir writable by others", setup: func(t *testing.T, dir string) {
+			must(t, os.Chmod(dir, 0o777))
+		}, want: "writable by group or others"},
+		{name: "dir sticky and writable by others", setup: func(t *testing.T, dir string) {
+			must(t, os.Chmod(dir, 0o1777|os.ModeSticky))
+		}, want: "writable by group or others"},
+		{name: "state writable by group", setup: func(t *testing.T, dir string) {
+			must(t, os.Chmod(filepath.Join(dir, StateName), 0o620))
+		}, path: StateName, want: "writable by group or others"},
+		{name: "memory writable by others", setup: func(t *testing.T, dir string) {
+			must(t, os.Chmod(filepath.Join(dir, MemoryName), 0o602))
+		}, path: MemoryName, want: "writable by group or others"},
+		{name: "dir owned by another user", needRoot: true, setup: func(t *testing.T, dir string) {
+			must(t, os.Chown(dir, other, other))
+		}, want: "owned by uid 54321"},
+		{name: "state owned by another user", needRoot: true, setup: func(t *testing.T, dir string) {
+			must(t, os.Chown(filepath.Join(dir, StateName), other, other))
+		}, path: StateName, want: "owned by uid 54321"},
+		{name: "memory owned by another user", needRoot: true, setup: func(t *testing.T, dir string) {
+			must(t, os.Chown(filepath.Join(dir, MemoryName), other, other))
+		}, path: MemoryName, want: "owned by uid 54321"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.needRoot && !root {
+				t.Skip("needs root to give a file to another uid")
+			}
+			dir := filepath.Join(t.TempDir(), "snap")
+			writeSnapshot(t, dir, make([]byte, size))
+			tt.setup(t, dir)
+			target := dir
+			if tt.open != "" {
+				target = filepath.Join(filepath.Dir(dir), tt.open)
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, m, err := Open(target)
+				if m != nil {
+					m.Close()
+				}
+				done <- err
+			}()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Open blocked")
+			}
+			var fe *FormatError
+			path := filepath.Join(dir, tt.path)
+			if !errors.As(err, &fe) || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), path) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("Open: %v (%T), want one line starting %s and saying %q", err, err, path, tt.want)
+			}
+		})
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// replace removes path and makes something else there with mk.
+func replace(t *testing.T, path string, mk func(string) error) {
+	t.Helper()
+	must(t, os.Remove(path))
+	must(t, mk(path))
+}
+
+// TestOpenWhileReplaced: a snapshot committed over DIR while Open reads it
+// (Commit empties the old directory Open holds) is read whole, state and
+// memory both from the new one, never an error or a mix.
+func TestOpenWhileReplaced(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "snap")
+	old := make([]byte, 4*PageSize)
+	writeSnapshot(t, dir, old)
+	tests := []struct {
+		name     string
+		replaces int // how many Opens find DIR replaced
+		wantErr  string
+	}{
+		{"once", 1, ""},
+		{"every time", 100, "replaced again and again"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := 0
+			var last byte
+			testHookOpened = func() {
+				if n++; n <= tt.replaces {
+					last = byte(n)
+					mem := make([]byte, uint64(last)*PageSize) // each a new size, and so a new state
+					mem[0] = last
+					writeSnapshot(t, dir, mem)
+				}
+			}
+			defer func() { testHookOpened = nil }()
+			f, m, err := Open(dir)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Open: %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Open while replaced: %v", err)
+			}
+			defer m.Close()
+			b := make([]byte, 1)
+			if _, err := m.ReadAt(b, 0); err != nil || f.Memory.Size != uint64(last)*PageSize || b[0] != last {
+				t.Errorf("state of %d bytes, memory starting %d (%v): want both from snapshot %d", f.Memory.Size, b[0], err, last)
+			}
+		})
 	}
 }

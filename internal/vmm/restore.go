@@ -196,13 +196,26 @@ func (b *builder) restoreVCPUs() error {
 			return inputErr("Restore", "%v", err)
 		}
 		if err := v.restoreState(s, xsave, amd); err != nil {
-			return err
+			return b.badState(err)
 		}
 	}
 	return nil
 }
 
-func (b *builder) restoreVM() error { return b.m.vm.restoreState(&b.snap.file.VM) }
+func (b *builder) restoreVM() error { return b.badState(b.m.vm.restoreState(&b.snap.file.VM)) }
+
+// badState reports an error from putting the decoded state into KVM or a
+// device (a blob of the wrong size, CPUID, an interrupt controller, a
+// device's state, a value KVM refuses) as bad input naming the state file:
+// its checksum is no MAC, anyone can recompute it, so an intact file may
+// still hold what this host cannot take. That is the file's fault, exit 2
+// like checkCPU's refusals, not an internal error.
+func (b *builder) badState(err error) error {
+	if err == nil || IsInputError(err) {
+		return err
+	}
+	return &InputError{What: "Restore", Msg: filepath.Join(b.m.cfg.Restore, snapshot.StateName) + ": " + err.Error()}
+}
 
 // isAMD reports whether the CPUID vendor (leaf 0) is AMD's or Hygon's,
 // whose KVM runs guests with SVM.
@@ -217,7 +230,7 @@ func isAMD(host []cpuidEntry) bool {
 
 func (b *builder) restoreDevices() error {
 	if err := b.m.devices.restoreState(b.snap.file.Devices); err != nil {
-		return err
+		return b.badState(err)
 	}
 	b.m.snapInfo.Store(&SnapshotInfo{Dir: b.m.cfg.Restore, Restored: true})
 	return nil

@@ -35,18 +35,32 @@ type inputIDs struct {
 // stop is set (Result.Reason ExitSnapshot). The guest is paused only
 // while its state and memory are copied; the files are made durable after
 // it runs again.
-func (m *Machine) Snapshot(dir string, point snapshot.Point, stop bool) (info SnapshotInfo, err error) {
-	info = SnapshotInfo{Dir: dir}
+func (m *Machine) Snapshot(dir string, point snapshot.Point, stop bool) (SnapshotInfo, error) {
 	m.snapMu.Lock()
 	defer m.snapMu.Unlock()
 	if !m.running.Load() || m.stopping.Load() {
-		return info, errors.New("snapshot: the machine is not running")
+		return SnapshotInfo{Dir: dir}, errors.New("snapshot: the machine is not running")
 	}
 	w := m.atReady
 	if w != nil && dir == w.Dir() {
 		m.atReady = nil
-	} else if w, err = snapshot.Create(dir); err != nil {
-		return info, err
+	} else {
+		var err error
+		if w, err = snapshot.Create(dir); err != nil {
+			return SnapshotInfo{Dir: dir}, err
+		}
+	}
+	return m.snapshotLocked(w, point, stop)
+}
+
+// snapshotLocked saves the machine into w, which it commits or aborts.
+// The caller holds snapMu.
+func (m *Machine) snapshotLocked(w *snapshot.Writer, point snapshot.Point, stop bool) (info SnapshotInfo, err error) {
+	dir := w.Dir()
+	info = SnapshotInfo{Dir: dir}
+	if !m.running.Load() || m.stopping.Load() {
+		w.Abort()
+		return info, errors.New("snapshot: the machine is not running")
 	}
 	state, err := m.capture(w, point, &info, stop)
 	if err != nil {
@@ -102,8 +116,23 @@ func (b *builder) prepareSnapshot() error {
 // Config.SnapshotAtReady: the agent has sent "ready" and waits for its
 // command, the point a restore resumes from. A failure is reported in the
 // Result; the guest carries on either way.
+//
+// It is one-shot: it uses the writer Build made (m.atReady) and takes it,
+// so only the boot's first "ready" saves. A later "ready" comes after the
+// command was sent, from the guest (its command or kernel can write to the
+// agent port): saving then would replace the clean snapshot with a guest
+// of the guest's choosing, which every later restore would run. It is
+// ignored, and never makes a snapshot by name.
 func (m *Machine) snapshotAtReady() {
-	info, err := m.Snapshot(m.cfg.SnapshotAtReady, snapshot.PointAgentReady, false)
+	m.snapMu.Lock()
+	w := m.atReady
+	m.atReady = nil
+	if w == nil {
+		m.snapMu.Unlock()
+		return
+	}
+	info, err := m.snapshotLocked(w, snapshot.PointAgentReady, false)
+	m.snapMu.Unlock()
 	info.Err = err
 	m.snapInfo.Store(&info)
 	if err == nil {
