@@ -1,6 +1,8 @@
 package microvm
 
 import (
+	"errors"
+
 	"github.com/microvm-dev/microvm/internal/snapshot"
 	"github.com/microvm-dev/microvm/internal/vmm"
 )
@@ -26,6 +28,12 @@ type SnapshotOptions struct {
 // this point, with Config.Restore and no Command (its agent, if any, is
 // not waiting for one; see Config.SaveSnapshot for that).
 func (vm *VM) Snapshot(dir string, opt SnapshotOptions) (SnapshotInfo, error) {
+	if vm.sandbox != nil {
+		// The sandbox admits no open by name and none of the state
+		// ioctls: a snapshot here would die of SIGSYS. SaveSnapshot's is
+		// prepared in Build and allowed for.
+		return SnapshotInfo{Dir: dir}, errors.New("snapshot: this process is sandboxed (set Config.NoSandbox to snapshot a running guest, or Config.SaveSnapshot for one at agent ready)")
+	}
 	return vm.m.Snapshot(dir, snapshot.PointRunning, opt.Stop)
 }
 
