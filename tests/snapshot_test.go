@@ -58,7 +58,7 @@ func TestAPISnapshotCounter(t *testing.T) {
 	ctx := context.Background()
 	base := runtime.NumGoroutine()
 	var out agent.Capture
-	vm, err := microvm.Start(ctx, microvm.Config{Kernel: kernel, Memory: 64 << 20, Stdout: &out, Timeout: 2 * time.Minute})
+	vm, err := startHere(ctx, microvm.Config{Kernel: kernel, Memory: 64 << 20, Stdout: &out, Timeout: 2 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestAPISnapshotCounter(t *testing.T) {
 	}
 	for clone := range 2 {
 		var out2 agent.Capture
-		vm, err := microvm.Start(ctx, microvm.Config{Restore: dir, Memory: 64 << 20, Stdout: &out2, Timeout: 2 * time.Minute})
+		vm, err := startHere(ctx, microvm.Config{Restore: dir, Memory: 64 << 20, Stdout: &out2, Timeout: 2 * time.Minute})
 		if err != nil {
 			t.Fatalf("restore %d: %v", clone, err)
 		}
