@@ -6,7 +6,7 @@ CACHE     ?= $(shell ./scripts/lib.sh cache-dir)
 BIN       := bin/microvm
 export MICROVM_CACHE := $(CACHE)
 
-.PHONY: all build kernel initrd distro test test-unit test-vm test-nested bench-density soak demo compare vet clean bench compare-bench
+.PHONY: all build kernel initrd distro test test-unit test-vm test-nested bench-density bench-snapshot soak demo compare vet clean bench compare-bench
 
 all: build
 
@@ -68,6 +68,17 @@ DENSITY_N ?= 50
 bench-density: build
 	MICROVM_DENSITY_N=$(DENSITY_N) L1_MEMORY_MIB=$${L1_MEMORY_MIB:-8192} GROUP_TIMEOUT_MIN=$${GROUP_TIMEOUT_MIN:-40} \
 		TESTS_TIMEOUT_MIN=45 TESTS_RUN='^TestLinuxDensity$$' ./tests/run.sh
+
+# Snapshot measurements (issue 15): `run -- true` cold and restored from a
+# snapshot, SNAP_BENCH_N of each interleaved (medians, ratio, snapshot
+# size), then SNAP_DENSITY_N restored 64 MiB guests at once (memory per VM),
+# in one L1 given 8 GiB under the nested harness.
+SNAP_BENCH_N ?= 10
+SNAP_DENSITY_N ?= 50
+bench-snapshot: build
+	MICROVM_SNAP_BENCH_N=$(SNAP_BENCH_N) MICROVM_SNAP_DENSITY_N=$(SNAP_DENSITY_N) L1_MEMORY_MIB=$${L1_MEMORY_MIB:-8192} \
+		GROUP_TIMEOUT_MIN=$${GROUP_TIMEOUT_MIN:-40} TESTS_TIMEOUT_MIN=45 \
+		TESTS_RUN='^(TestLinuxSnapshotBench|TestLinuxSnapshotDensity)$$' ./tests/run.sh
 
 # The harness's stall probe (tests/soak_test.go): SOAK_N sequential (or
 # SOAK_PARALLEL at a time) `microvm run -- true` in one L1, each with a 60 s

@@ -81,6 +81,23 @@ type Config struct {
 	// status then travel instead of the kernel command line.
 	VirtioConsole bool
 
+	// SaveSnapshot, with Command and VirtioConsole, saves a snapshot of the
+	// guest into this directory when its agent is ready, just before
+	// Command is handed to it; Result.Snapshot says how it went (the
+	// command runs either way). The directory must not exist, be empty, or
+	// hold a snapshot, which is replaced in one step.
+	SaveSnapshot string
+	// Restore starts the guest from the snapshot in this directory
+	// instead of booting Kernel. The rest of the Config must describe the
+	// machine it was made of: Kernel and Initrd (if set) the same files,
+	// CPUs, Memory, Cmdline, Disks (unchanged since), Nets and
+	// VirtioConsole the same. Anything else is an *InputError; IsStale
+	// says whether one made again would do (see SaveSnapshot). With
+	// Command (and VirtioConsole), the snapshot must be one SaveSnapshot
+	// took: Command is handed to the agent waiting in it, with fresh
+	// entropy and the host's clock.
+	Restore string
+
 	// Shares are host directories over virtio-9p, mounted by the agent
 	// (see Share). Rootfs, with Command, makes a host directory the
 	// command's root filesystem (see Rootfs).
@@ -158,6 +175,32 @@ func (cfg Config) engineConfig() (vmm.Config, *agent.Gate, error) {
 	}
 	if cfg.Timeout < 0 {
 		return vc, nil, &InputError{What: "Timeout", Msg: "must not be negative"}
+	}
+	vc.Restore, vc.SnapshotAtReady, vc.Producer = cfg.Restore, cfg.SaveSnapshot, "microvm"
+	vc.RestoreAtReady = cfg.Restore != "" && len(cfg.Command) > 0
+	if (cfg.SaveSnapshot != "" || vc.RestoreAtReady) && (!cfg.VirtioConsole || len(cfg.Command) == 0) {
+		what := "SaveSnapshot"
+		if cfg.Restore != "" {
+			what = "Restore"
+		}
+		return vc, nil, &InputError{What: what, Msg: "with a Command needs VirtioConsole: the command travels over the agent channel, so that one snapshot serves every command"}
+	}
+	if cfg.SaveSnapshot != "" || cfg.Restore != "" {
+		// A snapshot at agent ready comes before the agent mounts anything,
+		// but nothing records which host directories a share served, so a
+		// restore could not check that it serves the same ones; and once
+		// the guest mounts a share, its fids live in the 9P server, which
+		// no snapshot carries (the device refuses VM.Snapshot then).
+		what := ""
+		switch {
+		case cfg.Rootfs != nil:
+			what = "Rootfs"
+		case len(cfg.Shares) > 0:
+			what = "Shares"
+		}
+		if what != "" {
+			return vc, nil, &InputError{What: what, Msg: "not with a snapshot (SaveSnapshot or Restore): virtio-9p shares are not snapshotted"}
+		}
 	}
 	shares, job, err := cfg.shares()
 	if err != nil {

@@ -15,7 +15,7 @@ const (
 // exitCode maps how a guest ended to its exit code.
 func exitCode(r ExitReason) int {
 	switch r {
-	case ExitReset, ExitPoweroff:
+	case ExitReset, ExitPoweroff, ExitSnapshot:
 		return CodeOK
 	case ExitCrash:
 		return CodeCrash

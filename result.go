@@ -29,19 +29,25 @@ const (
 	ExitTimeout  = vmm.ExitTimeout
 	ExitCanceled = vmm.ExitCanceled
 	ExitError    = vmm.ExitError
+	// ExitSnapshot: stopped by VM.Snapshot with SnapshotOptions.Stop.
+	ExitSnapshot = vmm.ExitSnapshot
 )
 
 // Boot timeline phases.
 const (
-	PhaseStart       = vmm.PhaseStart
-	PhaseVMReady     = vmm.PhaseVMReady
-	PhaseKernel      = vmm.PhaseKernel
-	PhaseFirstRun    = vmm.PhaseFirstRun
-	PhaseFirstOutput = vmm.PhaseFirstOutput
-	PhaseInit        = vmm.PhaseInit
-	PhaseAgentReady  = vmm.PhaseAgentReady
-	PhaseCommandDone = vmm.PhaseCommandDone
-	PhaseExit        = vmm.PhaseExit
+	PhaseStart   = vmm.PhaseStart
+	PhaseVMReady = vmm.PhaseVMReady
+	PhaseKernel  = vmm.PhaseKernel
+	// PhaseSnapshotLoaded replaces PhaseKernel for a restored guest.
+	PhaseSnapshotLoaded = vmm.PhaseSnapshotLoaded
+	PhaseFirstRun       = vmm.PhaseFirstRun
+	PhaseFirstOutput    = vmm.PhaseFirstOutput
+	PhaseInit           = vmm.PhaseInit
+	PhaseAgentReady     = vmm.PhaseAgentReady
+	// PhaseSnapshotSaved: the SaveSnapshot snapshot is written.
+	PhaseSnapshotSaved = vmm.PhaseSnapshotSaved
+	PhaseCommandDone   = vmm.PhaseCommandDone
+	PhaseExit          = vmm.PhaseExit
 )
 
 // Milestone codes the guest writes to the boot/debug port (Config.OnMilestone).
@@ -77,6 +83,9 @@ type Result struct {
 	// Sandbox is what the sandbox did to the process (nil with
 	// NoSandbox).
 	Sandbox *SandboxReport
+	// Snapshot is the snapshot restored (Config.Restore) or saved
+	// (Config.SaveSnapshot), nil for neither.
+	Snapshot *SnapshotInfo
 }
 
 // result is the public form of the engine's result; gate is the agent's
@@ -92,6 +101,7 @@ func result(r vmm.Result, gate *agent.Gate) Result {
 		GuestResident: r.GuestResident,
 		GuestTouched:  r.GuestResident,
 		HostRSS:       selfRSS(),
+		Snapshot:      r.Snapshot,
 	}
 	if gate != nil {
 		res.BootLog = gate.Held()

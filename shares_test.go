@@ -76,6 +76,8 @@ func TestSharesBadInput(t *testing.T) {
 		{"rootfs file", Config{Rootfs: &Rootfs{Dir: file}}, "Rootfs: "},
 		{"dir without command", Config{Dir: "/x"}, "Dir"},
 		{"relative dir", Config{Command: []string{"ls"}, Dir: "x"}, "Dir"},
+		{"share and snapshot", Config{Shares: []Share{{HostDir: dir}}, Command: []string{"ls"}, VirtioConsole: true, SaveSnapshot: dir}, "Shares: not with a snapshot"},
+		{"rootfs and restore", Config{Rootfs: &Rootfs{Dir: dir}, Command: []string{"ls"}, VirtioConsole: true, Restore: dir}, "Rootfs: not with a snapshot"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.cfg.Kernel = "k"

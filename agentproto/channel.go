@@ -13,17 +13,26 @@ import (
 // the debug port:
 //
 //	guest: {"t":"ready"}
-//	host:  {"t":"cmd","argv":["sh","-c","..."]}  (no argv: nothing to run;
-//	       mounts, root and dir as in Job)
+//	host:  {"t":"cmd","argv":["sh","-c","..."],"seed":"<base64>","time_ns":1733000000000000000}
+//	       (no argv: nothing to run; mounts, root and dir as in Job)
 //	guest: {"t":"milestone","code":2}
 //	guest: {"t":"exit","status":7}
 //
-// The channel has no size limit on argv, unlike the command line.
+// The channel has no size limit on argv, unlike the command line. "cmd"
+// with no argv means nothing to run. Its seed (MinSeed to MaxSeed bytes
+// from the host's getrandom) is mixed into the guest's entropy pool and
+// its CRNG reseeded, and time_ns (the host's wall clock, ns since the
+// epoch) sets the guest's clock, before the command runs: a guest restored
+// from a snapshot is a clone of every other guest restored from it, with
+// their CRNG state and the clock of the moment the snapshot was taken.
 const (
 	ChannelName  = "microvm.agent"
 	ChannelParam = "microvm.chan"
 	// MaxMsgLen bounds one message line; longer lines are refused.
 	MaxMsgLen = 1 << 20
+	// MinSeed and MaxSeed bound the entropy a "cmd" carries.
+	MinSeed = 32
+	MaxSeed = 512
 )
 
 // Message types.
@@ -43,6 +52,9 @@ type Msg struct {
 	Dir    string   `json:"dir,omitempty"`
 	Code   uint8    `json:"code,omitempty"`
 	Status int      `json:"status"`
+	// Seed and TimeNS, in "cmd" (see above); absent from older hosts.
+	Seed   []byte `json:"seed,omitempty"`
+	TimeNS int64  `json:"time_ns,omitempty"`
 }
 
 // CmdMsg is the "cmd" message that carries j.
@@ -78,6 +90,12 @@ func ParseMsg(line []byte) (Msg, error) {
 	case MsgCmd:
 		if len(m.Argv) > 0 && m.Argv[0] == "" {
 			return Msg{}, fmt.Errorf("agent message: cmd: %w", ErrEmptyArgv)
+		}
+		if m.Seed != nil && (len(m.Seed) < MinSeed || len(m.Seed) > MaxSeed) {
+			return Msg{}, fmt.Errorf("agent message: cmd: a seed of %d bytes; want %d to %d", len(m.Seed), MinSeed, MaxSeed)
+		}
+		if m.TimeNS < 0 {
+			return Msg{}, fmt.Errorf("agent message: cmd: time_ns %d before the epoch", m.TimeNS)
 		}
 		if err := m.Job().Check(); err != nil {
 			return Msg{}, fmt.Errorf("agent message: cmd: %w", err)

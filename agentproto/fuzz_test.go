@@ -11,6 +11,8 @@ func FuzzParseMsg(f *testing.F) {
 	for _, s := range []string{
 		`{"t":"ready"}`, `{"t":"cmd","argv":["sh","-c","exit 7"]}`, `{"t":"milestone","code":2}`,
 		`{"t":"exit","status":7}`, `{"t":"exit","status":-1}`, `{"t":"cmd","argv":[""]}`, `{`, "",
+		`{"t":"cmd","argv":["true"],"seed":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","time_ns":1733000000000000000}`,
+		`{"t":"cmd","seed":"AA==","time_ns":-5}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -20,7 +22,8 @@ func FuzzParseMsg(f *testing.F) {
 			return
 		}
 		m2, err := ParseMsg(EncodeMsg(m))
-		if err != nil || m2.T != m.T || m2.Status != m.Status || m2.Code != m.Code || len(m2.Argv) != len(m.Argv) {
+		if err != nil || m2.T != m.T || m2.Status != m.Status || m2.Code != m.Code || len(m2.Argv) != len(m.Argv) ||
+			!bytes.Equal(m2.Seed, m.Seed) || m2.TimeNS != m.TimeNS {
 			t.Fatalf("round trip of %+v: %+v, %v", m, m2, err)
 		}
 	})

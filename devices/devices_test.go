@@ -211,3 +211,39 @@ func TestBusDispatchAllocs(t *testing.T) {
 		t.Errorf("%v allocations per read", n)
 	}
 }
+
+func TestSerialState(t *testing.T) {
+	irq := &fakeIRQ{}
+	s := NewSerial(nil, irq)
+	s.Write(uartLCR, []byte{0x03})
+	s.Write(uartIER, []byte{ierRDA})
+	s.Write(uartMCR, []byte{mcrOUT2})
+	s.Enqueue([]byte("abc"))
+	st, err := s.SaveState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	irq2 := &fakeIRQ{}
+	s2 := NewSerial(nil, irq2)
+	if err := s2.RestoreState(st); err != nil {
+		t.Fatal(err)
+	}
+	var b [1]byte
+	s2.Read(uartLCR, b[:])
+	if b[0] != 0x03 {
+		t.Errorf("LCR %#x after restore", b[0])
+	}
+	if !irq2.level {
+		t.Error("the restored UART with data and RDA enabled does not raise its line")
+	}
+	for _, want := range "abc" {
+		s2.Read(uartRBR, b[:])
+		if b[0] != byte(want) {
+			t.Errorf("FIFO gave %q, want %q", b[0], want)
+		}
+	}
+	st.Data = st.Data[:3]
+	if err := NewSerial(nil, nil).RestoreState(st); err == nil {
+		t.Error("a truncated UART state restored")
+	}
+}

@@ -117,6 +117,8 @@ func TestBadInput(t *testing.T) {
 		{"share as the guest's root", []string{"--kernel", good, "--share", dir + ":/"}, "Rootfs", ""},
 		{"rootfs is a file", []string{"--kernel", good, "--initrd", elf, "--rootfs", good, "--", "true"}, "--rootfs", "run"},
 		{"rootfs unknown option", []string{"--kernel", good, "--rootfs", dir + ",ro"}, "unknown option", ""},
+		{"snapshot with a share", []string{"--kernel", good, "--initrd", elf, "--snapshot", filepath.Join(dir, "snap"), "--share", dir, "--", "true"}, "not with --share or --rootfs", "run"},
+		{"restore with a rootfs", []string{"--kernel", good, "--initrd", elf, "--restore", filepath.Join(dir, "snap"), "--rootfs", dir, "--", "true"}, "not with --share or --rootfs", "run"},
 		{"check stray argument", []string{"now"}, "now", "check"},
 		{"check unknown flag", []string{"--fix"}, "fix", "check"},
 		{"compare stray argument", []string{"--kernel", good, "--initrd", elf, "docker"}, "docker", "compare"},

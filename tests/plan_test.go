@@ -34,6 +34,7 @@ var microTests = []string{
 	"TestSignalBeforeKVM", "TestSignalGuestRunning", "TestSignalHangup", "TestConsoleEscape",
 	"TestHostileTransport", "TestHostileGrowth", "TestHostileStalledStdout",
 	"TestSandboxProc", "TestSandboxModes", "TestSandboxMemory", "TestAPISandboxed",
+	"TestAPISnapshotCounter",
 }
 
 // l1Plan: one Linux-booting test per L1, so that every test starts from a
@@ -75,6 +76,14 @@ var l1Plan = []l1Group{
 	{Tests: []string{"TestDebianBoot"}, CPUs: 1, Minutes: 18},
 	{Tests: []string{"TestLinuxShare"}, CPUs: 1, Minutes: 6},
 	{Tests: []string{"TestLinuxRootfs"}, CPUs: 1, Minutes: 8},
+	// Snapshots (issue 15): each group boots one to six Linux guests in turn
+	// (two restored at once in the clones' group).
+	{Tests: []string{"TestLinuxSnapshot"}, CPUs: 1, Minutes: 6},
+	{Tests: []string{"TestLinuxSnapshotClones"}, CPUs: 1, Minutes: 6},
+	{Tests: []string{"TestLinuxSnapshotRemake"}, CPUs: 1, Minutes: 8},
+	{Tests: []string{"TestLinuxSnapshotBadInput"}, CPUs: 1, Minutes: 6},
+	// `make bench-snapshot` sets their sizes and its own limit.
+	{Tests: []string{"TestLinuxSnapshotBench", "TestLinuxSnapshotDensity"}, CPUs: 1, Minutes: 40, OptIn: true},
 	// `make soak` sets MICROVM_SOAK_N and its own limit.
 	{Tests: []string{"TestLinuxSoak"}, CPUs: 1, Minutes: 5, OptIn: true},
 }

@@ -201,10 +201,10 @@ done <<<"$plan"
 ngroups=${#group_re[@]}
 ((ngroups > 0)) || die "no tests match TESTS_RUN=${TESTS_RUN:-}"
 
-# The tests' own knobs (sizes of the density, durability, soak and distro runs)
+# The tests' own knobs (sizes of the density, durability, soak, distro and snapshot runs)
 # pass through to L1.
 knobs=()
-for v in $(compgen -e | grep -E '^MICROVM_(DENSITY|DURABILITY|SOAK|DISTRO)_' || true); do
+for v in $(compgen -e | grep -E '^MICROVM_(DENSITY|DURABILITY|SOAK|DISTRO|SNAP)_' || true); do
 	knobs+=(--env "$v=${!v}")
 done
 

@@ -168,15 +168,19 @@ func runBoot(e *env, args []string) int {
 	if err != nil {
 		return failErr(err)
 	}
-	_, code := execute(e, cfg, &f, true)
+	_, code := execute(e, cfg, &f, true, microvm.Start)
 	return code
 }
+
+// startFunc starts a guest: microvm.Start, or run --snapshot's restore or
+// boot.
+type startFunc func(context.Context, microvm.Config) (*microvm.VM, error)
 
 // execute runs one guest through the microvm API and reports how it ended.
 // interactive attaches stdin (raw mode on a terminal) to the guest's serial
 // port. It returns the result (nil if the VM never started) and the exit
 // code; a signal's 128+N is applied by main.
-func execute(e *env, cfg microvm.Config, f *vmFlags, interactive bool) (*microvm.Result, int) {
+func execute(e *env, cfg microvm.Config, f *vmFlags, interactive bool, start startFunc) (*microvm.Result, int) {
 	ctx, cancel := context.WithCancel(e.ctx)
 	defer cancel()
 	var in *escReader
@@ -184,7 +188,7 @@ func execute(e *env, cfg microvm.Config, f *vmFlags, interactive bool) (*microvm
 		in = newConsoleInput(cancel)
 		cfg.Stdin = in
 	}
-	vm, err := microvm.Start(ctx, cfg)
+	vm, err := start(ctx, cfg)
 	if err != nil {
 		if e.ctx.Err() != nil {
 			return nil, microvm.CodeInternal // stopped by a signal: main says so
@@ -254,6 +258,9 @@ func reportTimeline(f *vmFlags, res microvm.Result, code int) {
 			prev = mk.At
 		}
 		fmt.Fprintf(os.Stderr, "  exit: %s, code %d\n", res.Reason, code)
+		if s := res.Snapshot; s != nil {
+			fmt.Fprintf(os.Stderr, "  snapshot: %s\n", describeSnapshot(s))
+		}
 	}
 	if f.json {
 		b, _ := json.Marshal(report.NewBoot(res, code, report.PeakRSS()))

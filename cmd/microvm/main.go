@@ -168,6 +168,7 @@ var configFlags = map[string]string{
 	"Disks":      "--disk",
 	"Nets":       "--net",
 	"Disks/Nets": "--disk/--net",
+	"Restore":    "snapshot",
 	"NoACPI":     "--acpi",
 	"Shares":     "--share",
 	"Rootfs":     "--rootfs",

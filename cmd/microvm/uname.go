@@ -47,7 +47,7 @@ func runUname(e *env, args []string) int {
 	cfg.Stdout = &out
 	asJSON := f.json
 	f.json = false // --json here means the uname result, not the timeline
-	res, code := execute(e, cfg, f, false)
+	res, code := execute(e, cfg, f, false, microvm.Start)
 	if res == nil {
 		return code
 	}

@@ -43,6 +43,10 @@ type Console struct {
 	OnFirstByte func()
 	first       sync.Once
 	ctrlDropped atomic.Uint64
+	// ctrlOut are control messages waiting for a driver buffer. They are
+	// the device goroutine's, or SaveState's and RestoreState's while none
+	// runs; they outlive an activation that a snapshot pauses.
+	ctrlOut [][]byte
 }
 
 // CtrlDropped is how many control replies were dropped because the driver
@@ -110,10 +114,14 @@ func (c *Console) Run(ctx context.Context, qs *Queues) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s := &conState{ctx: ctx, c: c, qs: qs, used: make([]bool, len(qs.Q)), left: make([]int, len(qs.Q))}
-	for i, p := range c.Ports {
-		// Without MULTIPORT the port is open from the start (spec 5.3.6);
-		// with it, the driver opens ports through the control queue.
-		p.setOpen(i == 0 && !c.multiport)
+	if !qs.Resumed {
+		c.ctrlOut = nil
+		for i, p := range c.Ports {
+			// Without MULTIPORT the port is open from the start (spec
+			// 5.3.6); with it, the driver opens ports through the control
+			// queue.
+			p.setOpen(i == 0 && !c.multiport)
+		}
 	}
 	// One wake-up channel for every queue and port, merged so that a
 	// single goroutine owns all queues.
@@ -163,12 +171,11 @@ type conState struct {
 	// ctx is the activation's: every loop that pops chains stops when it
 	// ends, because a driver can make a ring look endless (a used ring laid
 	// over its own available index) and a reset must never wait on that.
-	ctx     context.Context
-	c       *Console
-	qs      *Queues
-	ctrlOut [][]byte // control messages waiting for a driver buffer
-	used    []bool   // queues with new used buffers since the last signal
-	left    []int    // chains each queue may still serve in this step
+	ctx  context.Context
+	c    *Console
+	qs   *Queues
+	used []bool // queues with new used buffers since the last signal
+	left []int  // chains each queue may still serve in this step
 }
 
 // pop takes the next chain of queue i, at most Q[i].budget() per step (one

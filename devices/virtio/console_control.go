@@ -81,11 +81,11 @@ func (s *conState) control() (bool, error) {
 
 func (s *conState) handle(m ControlMsg) {
 	send := func(id uint32, ev uint16, val uint16, name string) {
-		if len(s.ctrlOut) >= conMaxCtrlOut {
+		if len(s.c.ctrlOut) >= conMaxCtrlOut {
 			s.c.ctrlDropped.Add(1)
 			return
 		}
-		s.ctrlOut = append(s.ctrlOut, ControlMsg{ID: id, Event: ev, Value: val, Name: name}.bytes())
+		s.c.ctrlOut = append(s.c.ctrlOut, ControlMsg{ID: id, Event: ev, Value: val, Name: name}.bytes())
 	}
 	switch m.Event {
 	case conDeviceReady:
@@ -114,22 +114,22 @@ func (s *conState) handle(m ControlMsg) {
 
 // flushControl gives queued control messages to the driver.
 func (s *conState) flushControl() (bool, error) {
-	if len(s.ctrlOut) == 0 || !s.ready(qCtrlRX) {
+	if len(s.c.ctrlOut) == 0 || !s.ready(qCtrlRX) {
 		return false, nil
 	}
 	q := s.qs.Q[qCtrlRX]
 	did := false
-	for len(s.ctrlOut) > 0 && s.ctx.Err() == nil {
+	for len(s.c.ctrlOut) > 0 && s.ctx.Err() == nil {
 		ch, ok, err := s.pop(qCtrlRX)
 		if err != nil || !ok {
 			return did, err
 		}
-		msg := s.ctrlOut[0]
+		msg := s.c.ctrlOut[0]
 		if ch.WritableLen() < len(msg) {
 			return did, qerr("control receive buffer of %d bytes is too small for %d", ch.WritableLen(), len(msg))
 		}
 		q.Push(ch.Head, uint32(scatter(ch.W, 0, msg)))
-		s.ctrlOut = s.ctrlOut[1:]
+		s.c.ctrlOut = s.c.ctrlOut[1:]
 		s.used[qCtrlRX], did = true, true
 	}
 	return did, nil

@@ -110,7 +110,7 @@ func FuzzConsoleControl(f *testing.F) {
 		c := NewChannels("microvm.agent")
 		s := &conState{c: c}
 		s.handle(m)
-		for _, out := range s.ctrlOut {
+		for _, out := range s.c.ctrlOut {
 			r, err := ParseControl(out)
 			if err != nil || r.ID >= uint32(len(c.Ports)) {
 				t.Fatalf("reply %v (%v) for %v", r, err, m)

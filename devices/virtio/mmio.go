@@ -93,8 +93,14 @@ type Queues struct {
 	Mem      Memory
 	Q        []*Queue
 	Features uint64 // negotiated
-	notify   []chan struct{}
-	t        *MMIO
+	// Resumed is set when this activation continues one that a snapshot
+	// paused (or that a restored snapshot recorded): the queues carry on
+	// from their saved indices, and a device keeps what it held between
+	// requests (console control replies, port state) instead of starting
+	// afresh as after a reset.
+	Resumed bool
+	notify  []chan struct{}
+	t       *MMIO
 }
 
 // Notify returns the channel that receives queue i's driver notifications.
@@ -139,8 +145,12 @@ type MMIO struct {
 	stopping    bool     // a reset or Close waits for the device goroutine: writes are ignored
 	closed      bool
 	run         *activation // the current activation's goroutine, nil if none
-	notify      []chan struct{}
-	isr         atomic.Uint32
+	// paused is set between Pause and Resume; resume holds the queues of
+	// the activation Pause stopped (nil if none ran), with their indices.
+	paused bool
+	resume *Queues
+	notify []chan struct{}
+	isr    atomic.Uint32
 }
 
 // NewMMIO wraps dev in a virtio-mmio transport. logf receives one line per
@@ -253,8 +263,8 @@ func (t *MMIO) Write(off uint64, data []byte) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.stopping || t.closed {
-		return // a second vCPU racing a reset: nothing may change under it
+	if t.stopping || t.closed || t.paused {
+		return // a second vCPU racing a reset, or a paused machine: nothing may change under it
 	}
 	// Queue registers may only change before the device is live (spec
 	// 4.2.3.2); later writes are ignored until a reset.

@@ -20,6 +20,7 @@ import (
 type activation struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	qs     *Queues
 }
 
 // setStatus follows the initialization sequence of spec 3.1.1 and the
@@ -54,20 +55,22 @@ func (t *MMIO) setStatus(v uint32) {
 			t.failLocked("DRIVER_OK without FEATURES_OK")
 			return
 		}
-		t.activateLocked()
+		t.activateLocked(nil)
 	}
 }
 
 // activateLocked starts the device on a copy of the queue configuration,
 // so that no later register write can change the geometry it runs on.
-func (t *MMIO) activateLocked() {
+// saved, from a restored snapshot, gives each queue's indices to carry on
+// from; the rings are checked against guest memory as for any activation.
+func (t *MMIO) activateLocked(saved []queueIndices) {
 	if t.run != nil {
 		// Unreachable while status bits only grow; a second goroutine on
 		// the same queues would corrupt them, so refuse loudly.
 		t.failLocked("activated twice without a reset")
 		return
 	}
-	qs := &Queues{Mem: t.mem, Q: make([]*Queue, len(t.queues)), Features: t.drvFeatures, notify: t.notify, t: t}
+	qs := t.newQueues()
 	for i, cfg := range t.queues {
 		q := &Queue{Size: cfg.Size, Ready: cfg.Ready, DescAddr: cfg.DescAddr, AvailAddr: cfg.AvailAddr, UsedAddr: cfg.UsedAddr}
 		qs.Q[i] = q
@@ -78,15 +81,28 @@ func (t *MMIO) activateLocked() {
 			t.failLocked(fmt.Sprintf("queue %d: %v", i, err))
 			return
 		}
+		if saved != nil {
+			q.lastAvail, q.usedIdx, q.noNotify = saved[i].lastAvail, saved[i].usedIdx, saved[i].noNotify
+			qs.Resumed = true
+		}
 	}
 	if err := checkOverlap(qs.Q); err != nil {
 		t.failLocked(err.Error())
 		return
 	}
+	t.startLocked(qs)
+}
+
+// startLocked runs the device goroutine on qs.
+func (t *MMIO) startLocked(qs *Queues) {
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &activation{cancel: cancel, done: make(chan struct{})}
+	a := &activation{cancel: cancel, done: make(chan struct{}), qs: qs}
 	t.run = a
 	go t.serve(ctx, a, qs)
+}
+
+func (t *MMIO) newQueues() *Queues {
+	return &Queues{Mem: t.mem, Q: make([]*Queue, len(t.queues)), Features: t.drvFeatures, notify: t.notify, t: t}
 }
 
 // checkOverlap refuses a used ring that overlaps any ring of a ready

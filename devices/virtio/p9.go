@@ -3,10 +3,13 @@ package virtio
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hugelgupf/p9/p9"
+	"github.com/microvm-dev/microvm/internal/snapshot"
 )
 
 // virtio-9p, the 9P transport (virtio device ID 9, spec 5 table; its layout
@@ -56,6 +59,16 @@ type NineP struct {
 	// Trace, if set, gets every 9P message in and out (p9's server log):
 	// for debugging a guest's use of a share, never on by default.
 	Trace func(format string, a ...any)
+
+	// session is set once the driver sends a request to this activation's
+	// server (Linux does at mount: Tversion, then Tattach), and cleared
+	// only by a reset, which gives the next activation a fresh server. The
+	// server's fids are the guest's open files and cwd on the share, and
+	// the server keeps them in memory a snapshot cannot carry: a machine
+	// whose 9P device has a session is refused (CanSnapshot). An unmount
+	// does not clear it: it clunks the fids but leaves no sign a device
+	// sees, so the refusal errs on the side of the guest's files.
+	session atomic.Bool
 }
 
 // traceLog is p9's logger interface over a Trace func.
@@ -84,6 +97,9 @@ func (d *NineP) ReadConfig(off uint64, data []byte) {
 // Run serves the request queue with a fresh 9P server: a reset drops every
 // fid, as the driver expects after re-initialising the device.
 func (d *NineP) Run(ctx context.Context, qs *Queues) error {
+	if !qs.Resumed {
+		d.session.Store(false)
+	}
 	c := newP9Conn()
 	ended := make(chan struct{})
 	var opts []p9.ServerOpt
@@ -129,11 +145,50 @@ func (d *NineP) Run(ctx context.Context, qs *Queues) error {
 			if !ok {
 				break
 			}
+			d.session.Store(true) // before the server sees it: CanSnapshot may look any time
 			if err := c.submit(ch); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// CanSnapshot refuses while the driver has a 9P session with the device
+// (see session): restored, the guest would hold fids no server knows.
+func (d *NineP) CanSnapshot() error {
+	if d.session.Load() {
+		return fmt.Errorf("virtio-9p share %q is in use by the guest (a 9P session with attached fids): a machine with a 9p share can be snapshotted only before the guest mounts it", d.tag)
+	}
+	return nil
+}
+
+const p9StateVersion = 1
+
+// SaveState records the mount tag: with no session there is nothing else
+// (the fids, the negotiated msize and the open files all belong to a
+// session).
+func (d *NineP) SaveState() (snapshot.DeviceState, error) {
+	if err := d.CanSnapshot(); err != nil {
+		return snapshot.DeviceState{}, err
+	}
+	var e snapshot.Encoder
+	e.String(d.tag)
+	return snapshot.DeviceState{Version: p9StateVersion, Data: e.Bytes()}, nil
+}
+
+func (d *NineP) RestoreState(st snapshot.DeviceState) error {
+	dec, err := st.Decoder(p9StateVersion, "virtio-9p")
+	if err != nil {
+		return err
+	}
+	tag := dec.String(P9MaxTag)
+	if err := dec.Finish(); err != nil {
+		return fmt.Errorf("virtio-9p: %w", err)
+	}
+	if tag != d.tag {
+		return fmt.Errorf("virtio-9p: the snapshot's share has tag %q, this one %q", tag, d.tag)
+	}
+	return nil
 }
 
 // p9Req is a chain whose request is with the server.

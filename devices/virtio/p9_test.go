@@ -312,3 +312,61 @@ func TestNinePXattrWalk(t *testing.T) {
 	getattr := append(le32(2), binary.LittleEndian.AppendUint64(nil, 0x3fff)...)
 	rpc(msg(24, 1, getattr...), 25) // the walked fid still works
 }
+
+// TestNinePSnapshot: a 9P device the guest has not used yet is saved and
+// restored (its tag checked); once the driver has a session (Tversion,
+// Tattach: a mount), the device refuses, naming 9p and the share, both
+// before the pause (CanSnapshot) and in SaveState; a reset ends the
+// session, and with it the refusal.
+func TestNinePSnapshot(t *testing.T) {
+	s, _ := p9Share(t, false)
+	drv := newP9Driver(t, NewNineP("share0", s))
+	defer drv.tr.Close()
+	if err := drv.tr.CanSnapshot(); err != nil {
+		t.Fatalf("an unused 9p device refuses a snapshot: %v", err)
+	}
+	drv.tr.Pause()
+	st, err := drv.tr.SaveState()
+	drv.tr.Resume()
+	if err != nil {
+		t.Fatalf("save an unused 9p device: %v", err)
+	}
+	for _, c := range []struct {
+		tag string
+		ok  bool
+	}{{"share0", true}, {"other", false}} {
+		tr := NewMMIO("virtio-9p restored", NewNineP(c.tag, s), make(ram, p9RAM), &fakeIRQ{}, t.Logf, failOnPanic(t))
+		err := tr.RestoreState(st)
+		tr.Close()
+		if (err == nil) != c.ok {
+			t.Errorf("restore into tag %q: %v", c.tag, err)
+		}
+	}
+
+	c, err := p9.NewClient(drv, p9.WithMessageSize(p9Buf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Attach(""); err != nil {
+		t.Fatal(err)
+	}
+	err = drv.tr.CanSnapshot()
+	if err == nil || !strings.Contains(err.Error(), "virtio-9p") || !strings.Contains(err.Error(), `"share0"`) {
+		t.Fatalf("CanSnapshot with an attached fid: %v, want a refusal naming virtio-9p and the share", err)
+	}
+	drv.tr.Pause()
+	_, err = drv.tr.SaveState()
+	drv.tr.Resume()
+	if err == nil || !strings.Contains(err.Error(), "9p") {
+		t.Fatalf("SaveState with an attached fid: %v, want a refusal", err)
+	}
+
+	set32(drv.tr, regStatus, 0) // reset: the next activation has a fresh server
+	if !driverInit(drv.tr, FeatureVersion1|p9FMountTag) {
+		t.Fatal("re-initialise after the reset")
+	}
+	// The new activation's goroutine clears the session when it starts;
+	// until then the device errs on the side of refusing.
+	waitFor(t, "the refusal to end after a reset", func() bool { return drv.tr.CanSnapshot() == nil })
+}

@@ -412,7 +412,7 @@ func TestConsoleControl(t *testing.T) {
 	s.handle(ControlMsg{ID: 7, Event: conPortReady, Value: 1}) // no such port: ignored
 	s.handle(ControlMsg{ID: 0, Event: conPortOpen, Value: 1})
 	var got []ControlMsg
-	for _, b := range s.ctrlOut {
+	for _, b := range s.c.ctrlOut {
 		m, err := ParseControl(b)
 		if err != nil {
 			t.Fatal(err)
@@ -671,8 +671,8 @@ func TestConsoleControlBounded(t *testing.T) {
 	for i := 0; i < n; i++ {
 		s.handle(ControlMsg{ID: 0, Event: conPortReady, Value: 1})
 	}
-	if len(s.ctrlOut) != conMaxCtrlOut {
-		t.Errorf("%d control replies kept, want the bound %d", len(s.ctrlOut), conMaxCtrlOut)
+	if len(s.c.ctrlOut) != conMaxCtrlOut {
+		t.Errorf("%d control replies kept, want the bound %d", len(s.c.ctrlOut), conMaxCtrlOut)
 	}
 	if got := c.CtrlDropped(); got != 2*n-conMaxCtrlOut {
 		t.Errorf("%d replies counted as dropped, want %d", got, 2*n-conMaxCtrlOut)

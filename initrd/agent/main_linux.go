@@ -11,7 +11,8 @@
 //     root filesystem (mounts_linux.go), writes milestone 0x02, runs argv
 //     (stdin /dev/null, stdout/stderr on the console, cwd the job's Dir or
 //     /) and writes milestone 0x03 with its exit status (128+signal if
-//     killed);
+//     killed); over the channel, "cmd" also carries host entropy and the
+//     host's clock (fresh_linux.go), applied before anything else;
 //     - neither: prints "guest: no command; powering off";
 //  4. syncs and resets the machine through the i8042 (0xfe to port 0x64),
 //     falling back to reboot(2) after one second.
@@ -137,6 +138,7 @@ func (a *agent) command(params []param) (agentproto.Job, error) {
 		if m.T != agentproto.MsgCmd {
 			return agentproto.Job{}, fmt.Errorf("agent channel: expected %q, got %q", agentproto.MsgCmd, m.T)
 		}
+		freshen(m)
 		return m.Job(), nil
 	}
 	p, ok := lookupParam(params, agentproto.CmdParam)

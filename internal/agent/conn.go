@@ -6,7 +6,9 @@
 package agent
 
 import (
+	"crypto/rand"
 	"sync/atomic"
+	"time"
 
 	"github.com/microvm-dev/microvm/agentproto"
 	"github.com/microvm-dev/microvm/internal/guard"
@@ -30,6 +32,9 @@ type Conn struct {
 	logf      func(format string, a ...any)
 	fatal     func(error)
 	split     agentproto.LineSplitter
+	// before, if set, runs before the reply to "ready" (on the reply
+	// goroutine): a snapshot at agent ready is taken there.
+	before func()
 	// replying is set while the one reply writer runs. A "ready" that
 	// arrives while a reply is still being written or not yet read is
 	// answered by that reply (the agent sends one and reads one), so the
@@ -46,6 +51,14 @@ type Conn struct {
 func NewConn(job agentproto.Job, port Port, milestone func(uint8, uint32), logf func(string, ...any), fatal func(error)) *Conn {
 	return &Conn{job: job, port: port, milestone: milestone, logf: logf, fatal: fatal}
 }
+
+// BeforeReply makes the connection run f before it replies to "ready".
+func (a *Conn) BeforeReply(f func()) { a.before = f }
+
+// Waiting tells the connection that the agent sent its "ready" already
+// (the machine was restored from a snapshot taken while the agent waited
+// for its command): the reply goes out now.
+func (a *Conn) Waiting() { a.ready() }
 
 // Write takes what the agent sent; a message over agentproto.MaxMsgLen is
 // dropped.
@@ -72,23 +85,38 @@ func (a *Conn) line(l []byte) {
 	}
 	switch msg.T {
 	case agentproto.MsgReady:
-		if a.port.Unread() > 0 || !a.replying.CompareAndSwap(false, true) {
-			a.dropped.Add(1)
-			return
-		}
-		reply := agentproto.EncodeMsg(agentproto.CmdMsg(a.job))
-		// Writing to the port may wait for the guest to read (a command
-		// line can be longer than the port's buffer), and this runs on the
-		// goroutine that moves the bytes: send from another one. It ends
-		// when the guest has taken all but the last bytes the port keeps,
-		// or when the machine closes the port.
-		guard.Go("agent reply", a.fatal, func() {
-			defer a.replying.Store(false)
-			_, _ = a.port.Write(reply)
-		})
+		a.ready()
 	case agentproto.MsgMilestone:
 		a.milestone(msg.Code, 0)
 	case agentproto.MsgExit:
 		a.milestone(agentproto.MilestoneCmdDone, uint32(msg.Status))
 	}
+}
+
+// seedLen is how much of the host's entropy each command carries.
+const seedLen = 64
+
+func (a *Conn) ready() {
+	if a.port.Unread() > 0 || !a.replying.CompareAndSwap(false, true) {
+		a.dropped.Add(1)
+		return
+	}
+	// Writing to the port may wait for the guest to read (a command line
+	// can be longer than the port's buffer), and this runs on the
+	// goroutine that moves the bytes: send from another one. It ends when
+	// the guest has taken all but the last bytes the port keeps, or when
+	// the machine closes the port. The seed and the clock are taken as
+	// late as possible: after a snapshot, and just before the send.
+	guard.Go("agent reply", a.fatal, func() {
+		defer a.replying.Store(false)
+		if a.before != nil {
+			a.before()
+		}
+		seed := make([]byte, seedLen)
+		_, _ = rand.Read(seed) // getrandom(2); it does not fail on Linux
+		msg := agentproto.CmdMsg(a.job)
+		msg.Seed, msg.TimeNS = seed, time.Now().UnixNano()
+		reply := agentproto.EncodeMsg(msg)
+		_, _ = a.port.Write(reply)
+	})
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -47,7 +48,8 @@ func TestReadyFlood(t *testing.T) {
 	before := runtime.NumGoroutine()
 	const n = 100000
 	a.Write(bytes.Repeat(agentproto.EncodeMsg(agentproto.Msg{T: agentproto.MsgReady}), n))
-	reply := agentproto.EncodeMsg(agentproto.Msg{T: agentproto.MsgCmd, Argv: cmd})
+	// The reply carries a seed and the host's clock (same length today).
+	reply := agentproto.EncodeMsg(agentproto.Msg{T: agentproto.MsgCmd, Argv: cmd, Seed: make([]byte, seedLen), TimeNS: time.Now().UnixNano()})
 	deadline := time.Now().Add(5 * time.Second)
 	for ch.Ports[0].Unread() != len(reply) && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
@@ -197,5 +199,58 @@ func TestCaptureBounded(t *testing.T) {
 	}
 	if got := len(c.String()); got != captureMax {
 		t.Errorf("kept %d bytes, want %d", got, captureMax)
+	}
+}
+
+// bufPort is a Port that keeps what the host wrote.
+type bufPort struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (p *bufPort) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.buf.Write(b)
+}
+
+func (p *bufPort) Unread() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.buf.Len()
+}
+
+// TestReplyFresh: every reply carries the whole job, its own seed and the
+// host's clock, taken after BeforeReply (a snapshot at agent ready) ran; a
+// connection told the agent is Waiting replies without a "ready".
+func TestReplyFresh(t *testing.T) {
+	var seeds [][]byte
+	for range 2 {
+		p := &bufPort{}
+		job := agentproto.Job{Argv: []string{"true"}, Mounts: []agentproto.Mount{{Tag: "s0", Path: "/mnt"}}, Dir: "/mnt"}
+		a := NewConn(job, p, func(uint8, uint32) {}, func(string, ...any) {}, noFatal(t))
+		var before time.Time
+		a.BeforeReply(func() { before = time.Now() })
+		a.Waiting()
+		deadline := time.Now().Add(5 * time.Second)
+		for p.Unread() == 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		p.mu.Lock()
+		m, err := agentproto.ParseMsg(p.buf.Bytes())
+		p.mu.Unlock()
+		if err != nil || m.T != agentproto.MsgCmd {
+			t.Fatalf("reply: %+v, %v", m, err)
+		}
+		if got := m.Job(); !reflect.DeepEqual(got, job) {
+			t.Errorf("job %+v, want %+v", got, job)
+		}
+		if before.IsZero() || m.TimeNS < before.UnixNano() || time.Since(time.Unix(0, m.TimeNS)) > 5*time.Second {
+			t.Errorf("time_ns %d, BeforeReply ran at %v", m.TimeNS, before)
+		}
+		seeds = append(seeds, m.Seed)
+	}
+	if len(seeds[0]) != seedLen || bytes.Equal(seeds[0], seeds[1]) {
+		t.Errorf("seeds %x and %x: want two different %d-byte seeds", seeds[0], seeds[1], seedLen)
 	}
 }

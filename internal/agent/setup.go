@@ -23,7 +23,12 @@ func Channel(job agentproto.Job) *vmm.Channel {
 	return &vmm.Channel{
 		Name: agentproto.ChannelName,
 		Open: func(e vmm.ChannelEnd) io.Writer {
-			return NewConn(job, e.Port, e.Milestone, e.Logf, e.Fatal)
+			c := NewConn(job, e.Port, e.Milestone, e.Logf, e.Fatal)
+			c.BeforeReply(e.BeforeReply)
+			if e.Waiting {
+				c.Waiting()
+			}
+			return c
 		},
 	}
 }

@@ -74,6 +74,39 @@ type Boot struct {
 	// seccomp mode, capabilities, ids, jail, dumpability and limits.
 	// Absent when the guest ran unsandboxed.
 	Sandbox *microvm.SandboxReport `json:"sandbox,omitempty"`
+	// Snapshot is the snapshot path taken (run --snapshot, --restore);
+	// absent without one.
+	Snapshot *Snapshot `json:"snapshot,omitempty"`
+}
+
+// Snapshot is the path `run --snapshot` took: "restored" (from Dir),
+// "saved" (booted, and saved Dir at agent ready) or "save-failed".
+type Snapshot struct {
+	Path        string  `json:"path"`
+	Dir         string  `json:"dir"`
+	PauseMS     float64 `json:"pause_ms,omitempty"`
+	MemoryBytes uint64  `json:"memory_bytes,omitempty"` // allocated, not apparent
+	StateBytes  uint64  `json:"state_bytes,omitempty"`
+	Error       string  `json:"error,omitempty"`
+}
+
+// SnapshotOf is the wire form of a Result's snapshot, nil for none.
+func SnapshotOf(s *microvm.SnapshotInfo) *Snapshot {
+	if s == nil {
+		return nil
+	}
+	w := &Snapshot{Path: "restored", Dir: s.Dir}
+	switch {
+	case s.Restored:
+	case s.Saved:
+		w.Path, w.PauseMS, w.MemoryBytes, w.StateBytes = "saved", MS(s.Pause), s.MemoryBytes, s.StateBytes
+	default:
+		w.Path = "save-failed"
+		if s.Err != nil {
+			w.Error = s.Err.Error()
+		}
+	}
+	return w
 }
 
 // NewBoot is the report of res for a process exiting with code whose peak
@@ -89,5 +122,6 @@ func NewBoot(res microvm.Result, code int, peakRSS uint64) Boot {
 		PeakRSS:      peakRSS,
 		GuestTouched: res.GuestTouched,
 		Sandbox:      res.Sandbox,
+		Snapshot:     SnapshotOf(res.Snapshot),
 	}
 }

@@ -30,7 +30,8 @@ type Needs struct {
 	// WritableDisks: virtio-blk writes and flushes its images.
 	WritableDisks bool
 	// MaxFileSize is the largest writable disk in bytes: RLIMIT_FSIZE; or
-	// NoFileSizeLimit, with a writable share.
+	// NoFileSizeLimit, with a writable share. A machine that saves a
+	// snapshot counts its memory file too.
 	MaxFileSize uint64
 	// Shares: the virtio-9p backend (devices/virtio/p9fs) serves host
 	// directories; WritableShares: at least one of them is not read-only.
@@ -39,6 +40,15 @@ type Needs struct {
 	// runs (a 9p share holds one per file the guest has walked to), on
 	// top of RLIMIT_NOFILE's room for those open at Apply.
 	ExtraFiles uint64
+	// Snapshot: the machine saves a snapshot while it runs (a snapshot at
+	// agent ready). Its files are open before the sandbox (vmm's
+	// prepareSnapshot); writing them needs ftruncate, pwrite64, lseek and
+	// fsync, and putting the snapshot in place needs newfstatat,
+	// renameat2 and unlinkat on names relative to the snapshot's parent
+	// directory. seccomp sees no path, so it cannot hold those three to
+	// that directory: that is what a process that saves a snapshot is
+	// allowed beyond the rest, and one that restores is not.
+	Snapshot bool
 }
 
 // NoFileSizeLimit as Needs.MaxFileSize leaves RLIMIT_FSIZE as it is.
@@ -125,6 +135,9 @@ func (n Needs) groups(pid int) []seccomp.SyscallGroup {
 		g = append(g, allow("geteuid", "pwrite64", "fdatasync", "ftruncate", "mkdirat", "mknodat", "unlinkat",
 			"renameat", "renameat2", "linkat", "symlinkat", "fchmod", "fchmodat", "fchownat",
 			"utimensat", "fsetxattr", "fremovexattr"))
+	}
+	if n.Snapshot {
+		g = append(g, allow("pwrite64", "ftruncate", "lseek", "fsync", "newfstatat", "renameat2", "unlinkat"))
 	}
 	return g
 }

@@ -182,8 +182,21 @@ func TestFilterDecisions(t *testing.T) {
 			t.Errorf("%s: x32 call: action %#x, want ENOSYS", m, act)
 		}
 	}
+	// A machine that saves a snapshot may write, size, sync, rename and
+	// unlink (its files are open already), never open.
+	prog := assembleFor(t, Needs{Ioctls: testIoctls, Snapshot: true}, Kill)
+	for _, nr := range []int{unix.SYS_PWRITE64, unix.SYS_FTRUNCATE, unix.SYS_LSEEK, unix.SYS_FSYNC, unix.SYS_NEWFSTATAT, unix.SYS_RENAMEAT2, unix.SYS_UNLINKAT} {
+		if act, _ := run(t, prog, auditArch, nr); act != retAllow {
+			t.Errorf("saving a snapshot: syscall %d: action %#x, want allow", nr, act)
+		}
+	}
+	for _, nr := range []int{unix.SYS_OPENAT, unix.SYS_OPENAT2, unix.SYS_MKDIRAT, unix.SYS_RENAME, unix.SYS_UNLINK, unix.SYS_FDATASYNC} {
+		if act, _ := run(t, prog, auditArch, nr); act != retKill {
+			t.Errorf("saving a snapshot: syscall %d: action %#x, want kill", nr, act)
+		}
+	}
 	// Without a writable disk, the disk's writes are denied too.
-	prog := assembleFor(t, Needs{Ioctls: testIoctls}, Kill)
+	prog = assembleFor(t, Needs{Ioctls: testIoctls}, Kill)
 	for _, nr := range []int{unix.SYS_PWRITE64, unix.SYS_FDATASYNC} {
 		if act, _ := run(t, prog, auditArch, nr); act != retKill {
 			t.Errorf("no writable disk: syscall %d: action %#x, want kill", nr, act)
@@ -238,6 +251,9 @@ func TestFilterShares(t *testing.T) {
 		{"socket, writable share", Needs{Shares: true, WritableShares: true}, unix.SYS_SOCKET, []uint64{unix.AF_INET}, deny},
 		{"ptrace, writable share", Needs{Shares: true, WritableShares: true}, unix.SYS_PTRACE, nil, deny},
 		{"chroot, writable share", Needs{Shares: true, WritableShares: true}, unix.SYS_CHROOT, nil, deny},
+		// The same call in several groups: a disk, a share and a snapshot.
+		{"pwrite64, every backend", Needs{Shares: true, WritableShares: true, WritableDisks: true, Snapshot: true}, unix.SYS_PWRITE64, nil, allow},
+		{"execve, every backend", Needs{Shares: true, WritableShares: true, WritableDisks: true, Snapshot: true}, unix.SYS_EXECVE, nil, deny},
 	} {
 		c.needs.Ioctls = testIoctls
 		prog := assembleFor(t, c.needs, Kill)

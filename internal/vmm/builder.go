@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -32,10 +33,7 @@ func Build(cfg Config) (m *Machine, err error) {
 			m = nil
 		}
 	}()
-	for _, s := range []struct {
-		name string
-		do   func() error
-	}{
+	steps := []step{
 		{"open kernel", b.openKernel},
 		{"open devices", b.openDevices},
 		{"command line", b.cmdline},
@@ -48,7 +46,13 @@ func Build(cfg Config) (m *Machine, err error) {
 		{"ACPI tables", b.acpiTables},
 		{"virtio devices", b.attachVirtio},
 		{"vCPUs", b.vcpus},
-	} {
+		{"snapshot target", b.prepareSnapshot},
+	}
+	last := PhaseKernel
+	if cfg.Restore != "" {
+		steps, last = b.restoreSteps(), PhaseSnapshotLoaded
+	}
+	for _, s := range steps {
 		if err := s.do(); err != nil {
 			if IsInputError(err) || IsNoKVM(err) {
 				return nil, err // already says what is wrong with what
@@ -56,8 +60,14 @@ func Build(cfg Config) (m *Machine, err error) {
 			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}
 	}
-	b.m.timeline.Mark(PhaseKernel)
+	b.m.timeline.Mark(last)
 	return b.m, nil
+}
+
+// step is one named step of Build; its name prefixes its errors.
+type step struct {
+	name string
+	do   func() error
 }
 
 // builder holds what the steps share; the finished parts live in m.
@@ -68,6 +78,7 @@ type builder struct {
 	initrdSize uint64
 	initrdAddr uint64
 	cmdlineStr string
+	snap       *restoreInput // with Config.Restore
 }
 
 // push adds a step to the machine's teardown stack, which Close runs newest
@@ -89,6 +100,9 @@ func (b *builder) closeInputs() {
 
 func (b *builder) openKernel() (err error) {
 	b.kernel, err = OpenKernel(b.m.cfg.Kernel)
+	// A snapshot names the kernel it was taken of; one read from a pipe
+	// has no name to give (statID fails, and so would the snapshot).
+	b.m.inputs.kernel, _ = statID(b.m.cfg.Kernel)
 	return err
 }
 
@@ -96,7 +110,14 @@ func (b *builder) openDevices() error {
 	m := b.m
 	b.push(m.devices.close)
 	var err error
-	m.consoles, err = addVirtio(&m.cfg, m.devices, &m.needs)
+	m.consoles, m.diskFiles, err = addVirtio(&m.cfg, m.devices, &m.needs)
+	for _, d := range m.cfg.Disks {
+		abs, aerr := filepath.Abs(d.Path)
+		if aerr != nil {
+			abs = d.Path
+		}
+		m.inputs.diskPaths = append(m.inputs.diskPaths, abs)
+	}
 	return err
 }
 
@@ -105,22 +126,28 @@ func (b *builder) openDevices() error {
 // accepts.
 func (b *builder) cmdline() error {
 	cfg := &b.m.cfg
-	s := cfg.Cmdline
-	if !cfg.ACPI {
-		s += b.m.devices.Cmdline()
-	}
-	s = strings.TrimSpace(s)
+	s := b.fullCmdline()
 	if max := b.kernel.CmdlineMax; len(s) > max {
 		if len(cfg.Cmdline) <= max {
 			return inputErr("Cmdline", "with the devices' parameters it is %d bytes; this kernel accepts at most %d", len(s), max)
 		}
 		return inputErr("Cmdline", "is %d bytes; this kernel accepts at most %d", len(cfg.Cmdline), max)
 	}
-	b.cmdlineStr = s
+	b.cmdlineStr, b.m.cmdline = s, s
 	if err := b.kernel.CheckFits(cfg.Memory); err != nil {
 		return inputErr("Memory", "%v", err)
 	}
 	return nil
+}
+
+// fullCmdline is the command line the guest gets: the config's, plus the
+// devices' without ACPI. A restore compares it with the snapshot's.
+func (b *builder) fullCmdline() string {
+	s := b.m.cfg.Cmdline
+	if !b.m.cfg.ACPI {
+		s += b.m.devices.Cmdline()
+	}
+	return strings.TrimSpace(s)
 }
 
 func (b *builder) openInitrd() error {
@@ -133,6 +160,7 @@ func (b *builder) openInitrd() error {
 		return err
 	}
 	b.initrd, b.initrdSize = f, uint64(size)
+	b.m.inputs.initrd, _ = statID(cfg.Initrd)
 	// Placed, and one larger than RAM refused, before it is read.
 	if b.initrdAddr, err = b.kernel.InitrdAddr(cfg.Memory, b.initrdSize); err != nil {
 		return inputErr("Initrd", "%s: %v", cfg.Initrd, err)
@@ -168,11 +196,17 @@ func (b *builder) createVM() error {
 }
 
 func (b *builder) memory() error {
-	m := b.m
-	mem, err := NewMemory(m.cfg.Memory)
+	mem, err := NewMemory(b.m.cfg.Memory)
 	if err != nil {
 		return err
 	}
+	return b.useMemory(mem)
+}
+
+// useMemory makes mem the machine's RAM (Close unmaps it) and maps it
+// into the VM.
+func (b *builder) useMemory(mem *Memory) error {
+	m := b.m
 	m.mem = mem
 	b.push(func() { mem.Close() })
 	if err := m.vm.mapMemory(mem); err != nil {
@@ -252,7 +286,11 @@ func (b *builder) legacyDevices() error {
 	}
 	if ch := m.consoles.channel; ch != nil {
 		p := ch.Ports[0]
-		w := m.cfg.Channel.Open(ChannelEnd{Port: p, Milestone: m.milestone, Logf: m.logf, Fatal: m.fatal})
+		end := ChannelEnd{Port: p, Milestone: m.milestone, Logf: m.logf, Fatal: m.fatal, Waiting: b.snap != nil && b.snap.atReady()}
+		if m.cfg.SnapshotAtReady != "" {
+			end.BeforeReply = m.snapshotAtReady
+		}
+		w := m.cfg.Channel.Open(end)
 		p.Out = w
 		if c, ok := w.(io.Closer); ok {
 			m.devices.Own(c)
@@ -265,7 +303,8 @@ func (b *builder) attachVirtio() error {
 	return b.m.devices.attach(b.m.vm, b.m.mem, b.m.deviceLogf, b.m.fatal)
 }
 
-func (b *builder) vcpus() error {
+// createVCPUs creates the machine's vCPUs, which Close then closes.
+func (b *builder) createVCPUs() error {
 	m := b.m
 	b.push(func() {
 		for _, v := range m.vcpus {
@@ -276,17 +315,27 @@ func (b *builder) vcpus() error {
 	if err != nil {
 		return fmt.Errorf("KVM_GET_VCPU_MMAP_SIZE: %w", err)
 	}
-	supported, err := m.kvm.SupportedCPUID()
-	if err != nil {
-		return err
-	}
-	tscDeadline := m.kvm.CheckExtension(capTSCDeadline) > 0
 	for i := 0; i < m.cfg.CPUs; i++ {
 		v, err := m.vm.createVCPU(i, size)
 		if err != nil {
 			return err
 		}
 		m.vcpus = append(m.vcpus, v)
+	}
+	return nil
+}
+
+func (b *builder) vcpus() error {
+	m := b.m
+	if err := b.createVCPUs(); err != nil {
+		return err
+	}
+	supported, err := m.kvm.SupportedCPUID()
+	if err != nil {
+		return err
+	}
+	tscDeadline := m.kvm.CheckExtension(capTSCDeadline) > 0
+	for _, v := range m.vcpus {
 		if err := v.setupCPU(supported, m.cfg.CPUs, tscDeadline); err != nil {
 			return err
 		}

@@ -55,6 +55,21 @@ type Config struct {
 	// Logf receives VMM warnings such as a virtio device's driver error
 	// (default: a "microvm: " line on stderr).
 	Logf func(format string, a ...any)
+
+	// Restore, if set, starts the machine from the snapshot in this
+	// directory instead of booting Kernel. Kernel and Initrd, if set, must
+	// be the files it was made from, and CPUs, Memory, Cmdline and the
+	// devices the ones it was made with (restore.go).
+	Restore string
+	// RestoreAtReady, with Restore, requires a snapshot taken at agent
+	// ready: Channel's host end then answers the "ready" the agent sent
+	// before it.
+	RestoreAtReady bool
+	// SnapshotAtReady, with Channel, saves a snapshot into this directory
+	// when the guest agent is ready, before its command is handed to it.
+	SnapshotAtReady string
+	// Producer names the program in the snapshots it writes.
+	Producer string
 }
 
 // Channel is a named virtio-console port and the host program on its end.
@@ -80,6 +95,14 @@ type ChannelEnd struct {
 	// Fatal ends the machine with an internal error (a goroutine of the
 	// host end panicked).
 	Fatal func(error)
+	// Waiting is set on a machine restored from a snapshot taken at agent
+	// ready: the agent sent "ready" before the snapshot and waits for the
+	// reply, which the host end sends without waiting for another.
+	Waiting bool
+	// BeforeReply, if set, is run by the host end, on a goroutine of its
+	// own, before it replies to "ready": with Config.SnapshotAtReady the
+	// machine snapshots itself there.
+	BeforeReply func()
 }
 
 // Disk is a raw image attached as virtio-blk (/dev/vda, /dev/vdb, ...).
@@ -125,8 +148,12 @@ func (c *Config) validate() error {
 		return inputErr("Memory", "%d MiB is below the minimum of %d MiB", c.Memory/layout.MiB, layout.MinMemory/layout.MiB)
 	case c.Memory > layout.MaxMemory:
 		return inputErr("Memory", "%d GiB is above the maximum of %d GiB", c.Memory/layout.GiB, layout.MaxMemory/layout.GiB)
-	case c.Kernel == "":
+	case c.Kernel == "" && c.Restore == "":
 		return inputErr("Kernel", "no kernel given")
+	case c.Restore != "" && c.SnapshotAtReady != "":
+		return inputErr("Restore", "a machine restores a snapshot or saves one at agent ready, not both")
+	case c.SnapshotAtReady != "" && c.Channel == nil:
+		return inputErr("SnapshotAtReady", "needs the agent channel (VirtioConsole and Channel)")
 	case strings.IndexByte(c.Cmdline, 0) >= 0:
 		return inputErr("Cmdline", "contains a NUL byte")
 	case c.Channel != nil && !c.VirtioConsole:

@@ -10,6 +10,7 @@ import (
 	"github.com/microvm-dev/microvm/devices"
 	"github.com/microvm-dev/microvm/devices/virtio"
 	"github.com/microvm-dev/microvm/internal/guard"
+	"github.com/microvm-dev/microvm/internal/snapshot"
 	"github.com/microvm-dev/microvm/internal/vmm/layout"
 	"golang.org/x/sys/unix"
 )
@@ -26,8 +27,8 @@ const (
 )
 
 // DeviceInfo is the one record of a device: every description of it (the
-// kernel command line or the ACPI DSDT; snapshot state later) is derived
-// from this and nothing else.
+// kernel command line or the ACPI DSDT, a snapshot's device list) is
+// derived from this and nothing else.
 type DeviceInfo struct {
 	Name       string
 	Kind       DeviceKind
@@ -58,8 +59,12 @@ const (
 type DeviceManager struct {
 	pio, mmio *devices.Bus
 	infos     []DeviceInfo
-	virtio    []plannedVirtio
-	owned     []io.Closer // the files and consoles the devices use
+	// state is each device's snapshot state, in infos' order: the legacy
+	// device itself, or its virtio transport once attached; nil for a
+	// device that cannot be snapshotted.
+	state  []snapshot.Stateful
+	virtio []plannedVirtio
+	owned  []io.Closer // the files and consoles the devices use
 
 	transports []*virtio.MMIO // after attach
 	eventfds   []*os.File
@@ -103,6 +108,8 @@ func (dm *DeviceManager) AddLegacy(l Legacy) error {
 			return err
 		}
 		dm.infos = append(dm.infos, DeviceInfo{Name: d.name, Kind: PIODevice, Base: d.base, Size: d.size, IRQ: d.irq, HID: d.hid})
+		st, _ := d.dev.(snapshot.Stateful)
+		dm.state = append(dm.state, st)
 	}
 	return nil
 }
@@ -126,6 +133,7 @@ func (dm *DeviceManager) AddVirtio(name string, dev virtio.Device) (DeviceInfo, 
 	}
 	dm.virtio = append(dm.virtio, plannedVirtio{info: len(dm.infos), dev: dev})
 	dm.infos = append(dm.infos, info)
+	dm.state = append(dm.state, nil)
 	return info, nil
 }
 
@@ -166,6 +174,7 @@ func (dm *DeviceManager) attach(v *vm, mem *Memory, logf func(name string) func(
 		}
 		t := virtio.NewMMIO(d.Name, p.dev, mem, irqFD{irqf}, logf(d.Name), fatal)
 		dm.transports = append(dm.transports, t)
+		dm.state[p.info] = t
 		if err := dm.mmio.Register(d.Name, d.Base, d.Size, t); err != nil {
 			return err
 		}

@@ -11,12 +11,28 @@ import (
 type InputError struct {
 	What string
 	Msg  string
+	// Stale is set for a snapshot (What "Restore") that is intact but
+	// was made for another machine: other kernel, initrd, memory, vCPUs,
+	// command line, devices or disk contents, or an older format. One can
+	// be made again in its place; `run --snapshot` does.
+	Stale bool
 }
 
 func (e *InputError) Error() string { return e.What + ": " + e.Msg }
 
 func inputErr(what, format string, a ...any) error {
 	return &InputError{What: what, Msg: fmt.Sprintf(format, a...)}
+}
+
+func staleErr(format string, a ...any) error {
+	return &InputError{What: "Restore", Msg: fmt.Sprintf(format, a...), Stale: true}
+}
+
+// IsStaleSnapshot reports whether err is an InputError for a stale
+// snapshot, or for none at all.
+func IsStaleSnapshot(err error) bool {
+	var ie *InputError
+	return errors.As(err, &ie) && ie.Stale
 }
 
 // IsInputError reports whether err is (or wraps) an InputError.

@@ -16,6 +16,7 @@ const (
 	ExitTimeout  ExitReason = "timeout"  // the context's deadline passed
 	ExitCanceled ExitReason = "canceled" // the context was canceled
 	ExitError    ExitReason = "error"    // a VMM or KVM failure
+	ExitSnapshot ExitReason = "snapshot" // stopped after a snapshot, as asked
 	ExitStopped  ExitReason = "stopped"  // internal: a vCPU was told to stop
 )
 
@@ -33,6 +34,8 @@ type Result struct {
 	// GuestResident is how much guest RAM was resident at exit (mincore),
 	// for the VMM-overhead measurement (peak RSS minus this).
 	GuestResident uint64
+	// Snapshot is the snapshot restored, or taken at agent ready, if any.
+	Snapshot *SnapshotInfo
 }
 
 // vcpuExit is one event that can end a machine: a vCPU loop's end, an exit

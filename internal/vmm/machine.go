@@ -11,8 +11,10 @@ import (
 
 	"github.com/microvm-dev/microvm/agentproto"
 	"github.com/microvm-dev/microvm/devices"
+	"github.com/microvm-dev/microvm/devices/virtio"
 	"github.com/microvm-dev/microvm/internal/guard"
 	"github.com/microvm-dev/microvm/internal/sandbox"
+	"github.com/microvm-dev/microvm/internal/snapshot"
 )
 
 // Machine is a built VM (see Build): memory, vCPUs, devices, loaded kernel.
@@ -25,13 +27,17 @@ type Machine struct {
 	vcpus    []*vcpu
 	devices  *DeviceManager
 	consoles consoles
-	serial   *devices.Serial
-	timeline *Timeline
-	out      *consoleOut // between the consoles and cfg.Stdout
-	panics   *panicWatcher
-	log      *rateLog      // every warning goes through it
-	teardown []func()      // pushed by the builder; Close runs it newest first
-	needs    sandbox.Needs // what the devices' host backends do once running
+	// diskFiles are the open disk images, in Config.Disks' order;
+	// cmdline is the kernel command line the guest booted with.
+	diskFiles []virtio.DiskFile
+	cmdline   string
+	serial    *devices.Serial
+	timeline  *Timeline
+	out       *consoleOut // between the consoles and cfg.Stdout
+	panics    *panicWatcher
+	log       *rateLog      // every warning goes through it
+	teardown  []func()      // pushed by the builder; Close runs it newest first
+	needs     sandbox.Needs // what the devices' host backends do once running
 
 	stopping    atomic.Bool
 	guestExit   chan vcpuExit // exits a device or goroutine asked for
@@ -46,6 +52,21 @@ type Machine struct {
 
 	haltMu sync.Mutex
 	halted []bool // per vCPU: stopped for good (see vcpu.stoppedForGood)
+
+	// Snapshots (pause.go, snapshot.go). stopCh is closed by stop: a
+	// paused vCPU waits on it as well as on its resume.
+	stopCh   chan struct{}
+	stopOnce sync.Once
+	pausing  atomic.Pointer[pauseReq]
+	running  atomic.Bool
+	snapMu   sync.Mutex // one snapshot at a time, and none during Close
+	inputs   inputIDs
+	snapInfo atomic.Pointer[SnapshotInfo] // of the snapshot taken at agent ready, or the restore
+	// atReady is Config.SnapshotAtReady's writer, made by Build: everything
+	// the snapshot writes is opened then, before the process may be
+	// sandboxed (see prepareSnapshot). Taken (nil) by the snapshot.
+	atReady *snapshot.Writer
+	host    *snapHost // hostFacts, under snapMu or in Build
 }
 
 // ErrClosed is returned by SendInput once the machine is closed.
@@ -57,6 +78,7 @@ func newMachine(cfg Config) *Machine {
 		timeline:  NewTimeline(cfg.Started),
 		devices:   newDeviceManager(),
 		guestExit: make(chan vcpuExit, 1),
+		stopCh:    make(chan struct{}),
 	}
 	m.log = newRateLog(m.printLog, m.fatal)
 	m.guestStatus.Store(-1)
@@ -137,6 +159,7 @@ func (m *Machine) guestStopped(e vcpuExit) {
 
 func (m *Machine) stop() {
 	m.stopping.Store(true)
+	m.stopOnce.Do(func() { close(m.stopCh) })
 	// A vCPU or device goroutine may be waiting for a stalled stdout to
 	// take console output: it must not keep the machine from stopping.
 	if m.out != nil {
@@ -194,6 +217,9 @@ func (m *Machine) Close() {
 
 func (m *Machine) close() {
 	m.stop()
+	// A snapshot in progress uses the vCPU and VM fds: let it finish.
+	m.snapMu.Lock()
+	defer m.snapMu.Unlock()
 	// Device goroutines use guest memory: stop them before it is unmapped.
 	m.devices.stop()
 	// Unblocks a SendInput waiting for the guest to read hvc0.

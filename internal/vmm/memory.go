@@ -2,8 +2,9 @@ package vmm
 
 import (
 	"fmt"
-	"unsafe"
+	"os"
 
+	"github.com/microvm-dev/microvm/internal/snapshot"
 	"github.com/microvm-dev/microvm/internal/vmm/boot"
 	"github.com/microvm-dev/microvm/internal/vmm/layout"
 	"golang.org/x/sys/unix"
@@ -19,8 +20,15 @@ type Region struct {
 // Memory is guest RAM: one anonymous mapping split around the 32-bit MMIO hole.
 // All guest-supplied addresses go through Slice, which bounds-checks them.
 type Memory struct {
-	mapping  []byte
-	Regions  []Region
+	mapping []byte
+	Regions []Region
+	// backing is the snapshot memory file a restored guest's RAM is a
+	// private mapping of; nil for fresh anonymous RAM.
+	backing *os.File
+	// probe reads which pages the guest touched (snapshots, Resident). It
+	// is opened with the memory: by the time those run, a sandboxed
+	// process can open nothing.
+	probe    *snapshot.PageProbe
 	dontDump bool // MADV_DONTDUMP took
 }
 
@@ -51,16 +59,33 @@ func NewMemory(size uint64) (*Memory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mmap %d bytes of guest memory: %w", size, err)
 	}
+	return newMemory(b, size), nil
+}
+
+// MemoryFromFile maps a snapshot's memory file as guest RAM, privately:
+// see snapshot.MapPrivate. The file must be size bytes (snapshot.Open
+// checks it); Memory keeps it, for a snapshot of the restored guest.
+func MemoryFromFile(f *os.File, size uint64) (*Memory, error) {
+	b, err := snapshot.MapPrivate(f, size)
+	if err != nil {
+		return nil, err
+	}
+	m := newMemory(b, size)
+	m.backing = f
+	return m, nil
+}
+
+func newMemory(b []byte, size uint64) *Memory {
 	// The guest's memory is the guest's: never in a core dump of the VMM
 	// (madvise(2) MADV_DONTDUMP; docs/security.md).
-	m := &Memory{mapping: b, dontDump: unix.Madvise(b, unix.MADV_DONTDUMP) == nil}
+	m := &Memory{mapping: b, probe: snapshot.OpenPageProbe(), dontDump: unix.Madvise(b, unix.MADV_DONTDUMP) == nil}
 	off := uint64(0)
 	for _, r := range ramLayout(size) {
 		r.host = b[off : off+r.Size : off+r.Size]
 		off += r.Size
 		m.Regions = append(m.Regions, r)
 	}
-	return m, nil
+	return m
 }
 
 // DontDump reports whether guest RAM is kept out of core dumps.
@@ -73,7 +98,30 @@ func (m *Memory) Close() error {
 	}
 	err := unix.Munmap(m.mapping)
 	m.mapping = nil
+	m.probe.Close()
+	if m.backing != nil {
+		m.backing.Close()
+		m.backing = nil
+	}
 	return err
+}
+
+// touched returns the pages the guest may have written: those with a page
+// behind them in this process, and, for a restored guest, those with data
+// in its memory file (which it may read without ever faulting them in).
+func (m *Memory) touched() ([]snapshot.Run, error) {
+	runs, err := m.probe.Touched(m.mapping)
+	if err != nil {
+		return nil, err
+	}
+	if m.backing != nil {
+		data, err := snapshot.DataRuns(m.backing)
+		if err != nil {
+			return nil, fmt.Errorf("memory file: %w", err)
+		}
+		runs = snapshot.MergeRuns(runs, data)
+	}
+	return runs, nil
 }
 
 // Size is the total RAM in bytes.
@@ -105,24 +153,23 @@ func (m *Memory) Write(gpa uint64, b []byte) error {
 }
 
 // Resident returns how many bytes of guest RAM the host has backed with
-// pages (mincore(2)): with MAP_NORESERVE that is what the guest touched.
+// pages: with MAP_NORESERVE that is what the guest touched. It reads
+// /proc/self/pagemap, which counts swapped-out pages and, for a restored
+// guest's file mapping, only this process's pages; mincore(2) where
+// pagemap cannot be read.
 func (m *Memory) Resident() uint64 {
 	if m == nil || m.mapping == nil {
 		return 0
 	}
-	page := uint64(unix.Getpagesize())
-	vec := make([]byte, (uint64(len(m.mapping))+page-1)/page)
-	// x/sys/unix has no Mincore wrapper on Linux.
-	_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m.mapping[0])),
-		uintptr(len(m.mapping)), uintptr(unsafe.Pointer(&vec[0])))
-	if errno != 0 {
-		return 0
+	runs, err := m.probe.Present(m.mapping)
+	if err != nil {
+		runs, _ = snapshot.MincorePages(m.mapping)
 	}
 	n := uint64(0)
-	for _, v := range vec {
-		n += uint64(v & 1)
+	for _, r := range runs {
+		n += r.N
 	}
-	return n * page
+	return n * snapshot.PageSize
 }
 
 // Ranges returns the RAM regions as the boot code describes them (e820).

@@ -28,7 +28,7 @@ func (m *Machine) run(ctx context.Context) Result {
 	exits := make(chan vcpuExit, len(m.vcpus))
 	var wg sync.WaitGroup
 	for _, v := range m.vcpus {
-		r := &runner{v: v, pio: m.devices.pio, mmio: m.devices.mmio, stopping: &m.stopping, halted: m.noteHalted}
+		r := &runner{v: v, pio: m.devices.pio, mmio: m.devices.mmio, stopping: &m.stopping, halted: m.noteHalted, park: m.park}
 		if v.id == 0 {
 			r.firstRun = func() { m.timeline.Mark(PhaseFirstRun) }
 		}
@@ -42,6 +42,7 @@ func (m *Machine) run(ctx context.Context) Result {
 	defer close(pollDone)
 	guard.Go("halt poll", m.fatal, func() { m.pollHalted(pollDone) })
 
+	m.running.Store(true)
 	var o observed
 	select {
 	case <-ctx.Done():
@@ -57,6 +58,7 @@ func (m *Machine) run(ctx context.Context) Result {
 		o.events = append(o.events, e)
 	}
 	wg.Wait()
+	m.running.Store(false)
 	close(exits)
 	select {
 	case e := <-m.guestExit:
@@ -82,6 +84,7 @@ func (m *Machine) run(ctx context.Context) Result {
 		Timeline:      m.timeline.Marks(),
 		Start:         m.cfg.Started,
 		GuestResident: m.mem.Resident(),
+		Snapshot:      m.snapInfo.Load(),
 	}
 }
 

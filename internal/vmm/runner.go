@@ -24,6 +24,9 @@ type runner struct {
 	// halted is told, each time a kick or poke interrupts KVM_RUN, whether
 	// the vCPU is stopped for good (halted with interrupts off).
 	halted func(id int, halted bool)
+	// park, on the same occasions, holds the vCPU outside KVM_RUN while
+	// the machine is paused for a snapshot, and reports whether it did.
+	park func(id int) bool
 }
 
 // run runs the loop on its own goroutine and sends its end on exits.
@@ -67,7 +70,7 @@ func (r *runner) loop() vcpuExit {
 		err := kvmRunRaw(fd)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
-				if !r.stopping.Load() {
+				if !r.stopping.Load() && (r.park == nil || !r.park(v.id)) {
 					r.halted(v.id, v.stoppedForGood())
 				}
 				continue

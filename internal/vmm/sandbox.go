@@ -18,7 +18,25 @@ func RunIoctls() []uint64 {
 func (m *Machine) SandboxNeeds() sandbox.Needs {
 	n := m.needs
 	n.Ioctls = RunIoctls()
+	if m.atReady != nil {
+		// The snapshot at agent ready runs sandboxed: it reads every
+		// vCPU's and the VM's state, and writes the files Build opened.
+		n.Snapshot = true
+		n.Ioctls = append(n.Ioctls, saveIoctls...)
+		if n.MaxFileSize != sandbox.NoFileSizeLimit {
+			n.MaxFileSize = max(n.MaxFileSize, m.cfg.Memory)
+		}
+	}
 	return n
+}
+
+// saveIoctls are what a snapshot of a running machine asks of KVM
+// (vcpustate.go, vmstate.go, pause.go): only reads of its state, and
+// KVM_KVMCLOCK_CTRL, which tells the guest it was paused.
+var saveIoctls = []uint64{
+	kvmGetSregs, kvmGetXSave, kvmGetXSave2, kvmGetXCRs, kvmGetDebugRegs, kvmGetLAPIC,
+	kvmGetMSRs, kvmGetVCPUEvents, kvmGetTSCKHz, kvmGetCPUID2, kvmGetClock, kvmGetIRQChip,
+	kvmGetPIT2, kvmGetMSRIndexList, kvmCheckExtension, kvmKVMClockCtrl,
 }
 
 // GuestDontDump reports whether guest RAM is kept out of core dumps

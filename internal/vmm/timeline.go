@@ -10,15 +10,21 @@ type Phase string
 
 // Boot timeline phases, in the order they normally happen.
 const (
-	PhaseStart       Phase = "process-start"
-	PhaseVMReady     Phase = "kvm-vm-ready"
-	PhaseKernel      Phase = "kernel-loaded"
-	PhaseFirstRun    Phase = "first-kvm-run"
-	PhaseFirstOutput Phase = "first-console-byte"
-	PhaseInit        Phase = "init-reached"
-	PhaseAgentReady  Phase = "agent-ready"
-	PhaseCommandDone Phase = "command-done"
-	PhaseExit        Phase = "exit"
+	PhaseStart   Phase = "process-start"
+	PhaseVMReady Phase = "kvm-vm-ready"
+	PhaseKernel  Phase = "kernel-loaded"
+	// PhaseSnapshotLoaded replaces PhaseKernel for a restored machine:
+	// its state, memory mapping and devices are back, ready to run.
+	PhaseSnapshotLoaded Phase = "snapshot-loaded"
+	PhaseFirstRun       Phase = "first-kvm-run"
+	PhaseFirstOutput    Phase = "first-console-byte"
+	PhaseInit           Phase = "init-reached"
+	PhaseAgentReady     Phase = "agent-ready"
+	// PhaseSnapshotSaved: the snapshot asked for at agent ready is written
+	// and the guest runs again (before its command is handed over).
+	PhaseSnapshotSaved Phase = "snapshot-saved"
+	PhaseCommandDone   Phase = "command-done"
+	PhaseExit          Phase = "exit"
 )
 
 // Guest milestone codes written to the boot/debug port.

@@ -19,6 +19,8 @@ type vcpu struct {
 	f   *os.File
 	run []byte
 	tid atomic.Int32
+	// cpuid is what KVM_SET_CPUID2 gave the vCPU, for its snapshot.
+	cpuid []cpuidEntry
 }
 
 func (v *vcpu) fd() int { return int(v.f.Fd()) }
@@ -69,6 +71,7 @@ func (v *vcpu) setupCPU(supported []cpuidEntry, ncpus int, tscDeadline bool) err
 	if _, err := ioctl(v.fd(), kvmSetCPUID2, uintptr(unsafe.Pointer(c))); err != nil {
 		return fmt.Errorf("vcpu %d: KVM_SET_CPUID2: %w", v.id, err)
 	}
+	v.cpuid = ents
 	m := &msrs{}
 	for _, e := range []msrEntry{
 		{Index: msrSysenterCS}, {Index: msrSysenterESP}, {Index: msrSysenterEIP},

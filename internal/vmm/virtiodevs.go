@@ -36,65 +36,65 @@ func (f closeFunc) Close() error { f(); return nil }
 // slot order: consoles, disks, NICs, shares, then the RNG. Everything is opened
 // before KVM is touched, so bad paths and names are input errors. What the
 // devices' host backends will do once the guest runs goes into needs.
-func addVirtio(cfg *Config, dm *DeviceManager, needs *sandbox.Needs) (consoles, error) {
-	var c consoles
+func addVirtio(cfg *Config, dm *DeviceManager, needs *sandbox.Needs) (c consoles, disks []virtio.DiskFile, err error) {
 	if cfg.VirtioConsole {
 		// Outputs are set once the machine's console writer exists.
 		c.console = virtio.NewConsole(nil)
 		dm.Own(closeFunc(c.console.Close))
 		if _, err := dm.AddVirtio("virtio-console", c.console); err != nil {
-			return c, err
+			return c, disks, err
 		}
 		if cfg.Channel != nil {
 			c.channel = virtio.NewChannels(cfg.Channel.Name)
 			dm.Own(closeFunc(c.channel.Close))
 			if _, err := dm.AddVirtio("virtio-console "+cfg.Channel.Name, c.channel); err != nil {
-				return c, err
+				return c, disks, err
 			}
 		}
 	}
 	for i, d := range cfg.Disks {
 		f, err := virtio.OpenDisk(d.Path, d.ReadOnly)
 		if err != nil {
-			return c, inputErr("Disks", "%v", err)
+			return c, disks, inputErr("Disks", "%v", err)
 		}
 		dm.Own(f)
 		if !d.ReadOnly {
 			needs.WritableDisks = true
 			needs.MaxFileSize = max(needs.MaxFileSize, uint64(f.Size))
 		}
+		disks = append(disks, f)
 		name := "vd" + string(rune('a'+i))
 		if _, err := dm.AddVirtio("virtio-blk "+name, virtio.NewBlock(f, f.Size, d.ReadOnly, filepath.Base(d.Path))); err != nil {
-			return c, err
+			return c, disks, err
 		}
 	}
 	for _, n := range cfg.Nets {
 		if n.Tap == "" || len(n.Tap) > virtio.MaxTapName {
-			return c, inputErr("Nets", "tap=%q: a TAP name is 1 to %d bytes", n.Tap, virtio.MaxTapName)
+			return c, disks, inputErr("Nets", "tap=%q: a TAP name is 1 to %d bytes", n.Tap, virtio.MaxTapName)
 		}
 		mac := n.MAC
 		if mac == nil {
 			mac = DefaultMAC(n.Tap)
 		}
 		if len(mac) != 6 || mac[0]&1 != 0 {
-			return c, inputErr("Nets", "mac=%s: need a 6-byte unicast MAC", mac)
+			return c, disks, inputErr("Nets", "mac=%s: need a 6-byte unicast MAC", mac)
 		}
 		tap, err := virtio.OpenTap(n.Tap)
 		if err != nil {
-			return c, fmt.Errorf("TAP %s: %w", n.Tap, err)
+			return c, disks, fmt.Errorf("TAP %s: %w", n.Tap, err)
 		}
 		dm.Own(tap)
 		if _, err := dm.AddVirtio("virtio-net "+n.Tap, virtio.NewNet(tap, mac)); err != nil {
-			return c, err
+			return c, disks, err
 		}
 	}
 	for _, sh := range cfg.Shares {
 		if sh.Tag == "" || len(sh.Tag) > virtio.P9MaxTag {
-			return c, inputErr("Shares", "tag %q: a mount tag is 1 to %d bytes", sh.Tag, virtio.P9MaxTag)
+			return c, disks, inputErr("Shares", "tag %q: a mount tag is 1 to %d bytes", sh.Tag, virtio.P9MaxTag)
 		}
 		s, err := p9fs.Open(sh.Dir, sh.ReadOnly)
 		if err != nil {
-			return c, inputErr("Shares", "%v", err)
+			return c, disks, inputErr("Shares", "%v", err)
 		}
 		dm.Own(s)
 		needs.Shares = true
@@ -111,9 +111,9 @@ func addVirtio(cfg *Config, dm *DeviceManager, needs *sandbox.Needs) (consoles, 
 			}
 		}
 		if _, err := dm.AddVirtio("virtio-9p "+sh.Tag, dev); err != nil {
-			return c, err
+			return c, disks, err
 		}
 	}
-	_, err := dm.AddVirtio("virtio-rng", virtio.RNG{})
-	return c, err
+	_, err = dm.AddVirtio("virtio-rng", virtio.RNG{})
+	return c, disks, err
 }
