@@ -236,7 +236,7 @@ run_group() {
 		local cj=$WORK/compare-container.$i.json
 		"$MICROVM_BIN" compare --rootfs "$COMPARE_ROOTFS" --runs 3 --container-only >"$cj" 2>"$2.container" ||
 			{ cat "$2.container" >&2; return 1; }
-		stock+=(--tree "$l1/compare-rootfs=$COMPARE_ROOTFS" --file "$l1/compare-container.json=$cj"
+		extra+=(--tree "$l1/compare-rootfs=$COMPARE_ROOTFS" --file "$l1/compare-container.json=$cj"
 			--env "MICROVM_COMPARE_ROOTFS=$l1/compare-rootfs" --env "MICROVM_COMPARE_CONTAINER=$l1/compare-container.json")
 	fi
 	"$WORK/l1run" \
