@@ -79,6 +79,7 @@ func runCompare(e *env, args []string) int {
 		// microvm processes after this guest, which a sandboxed process
 		// cannot (no exec): this one measuring guest runs unsandboxed.
 		cfg.NoSandbox = true
+		cfg.Seccomp = microvm.SeccompDefault // --seccomp's default "kill" means the sandbox's
 	}
 	// Everything measured on the host comes first: once the guest is set
 	// up this process is sandboxed, and can neither open files nor run a
