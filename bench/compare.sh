@@ -167,7 +167,7 @@ run_virtfs() {
 		extra+=(--file "$lib=$(readlink -f "$lib")")
 	done
 	for a in "${args[@]}"; do l1args+=(--arg "$a"); done
-	"$WORK/l1run" --kernel "$CACHE/bzImage" --l1init "$WORK/l1init" --memory "${L1_MEMORY_MIB:-4096}" --cpus 1 \
+	"$WORK/l1run" "${L1_KERNEL_ARGS[@]}" --l1init "$WORK/l1init" --memory "${L1_MEMORY_MIB:-4096}" --cpus 1 \
 		--qemu "$L1_QEMU_BIN" --timeout "${VIRTFS_TIMEOUT_MIN:-40}m" "${files[@]}" "${extra[@]}" \
 		--init "$d/virtfs" "${l1args[@]}" 2>&1 | sed -u -e '/^\[ *[0-9.]*\] /d' -e '/^@@L1 /d'
 }
@@ -184,6 +184,7 @@ fi
 CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/l1init" ./tests/nested/l1init
 
 [[ $KVM_MODE == direct ]] || L1_QEMU_BIN=$(l1_qemu)
+l1_kernel
 if [[ $VIRTFS == only ]]; then
 	run_virtfs
 	exit 0
@@ -199,7 +200,7 @@ run_l1() {
 		l1args+=(--arg "$a")
 	done
 	"$WORK/l1run" \
-		--kernel "$CACHE/bzImage" \
+		"${L1_KERNEL_ARGS[@]}" \
 		--l1init "$WORK/l1init" \
 		--memory "${L1_MEMORY_MIB:-3072}" \
 		--cpus 1 \

@@ -63,8 +63,9 @@ trap 'rm -rf "$WORK"' EXIT
 log "container column, here on the host: $RUNS timed podman runs"
 as_root bin/microvm compare --rootfs "$rootfs" --runs "$RUNS" --container-only >"$WORK/container.json"
 "$GO" build -o "$WORK/l1run" ./tests/nested/l1run
+l1_kernel
 log "VM column, inside L1 under QEMU TCG: copying the rootfs in, then 1 + $RUNS boots (several minutes)"
-"$WORK/l1run" --kernel "$CACHE/bzImage" --timeout 20m --qemu "$(l1_qemu)" \
+"$WORK/l1run" "${L1_KERNEL_ARGS[@]}" --timeout 20m --qemu "$(l1_qemu)" \
 	--file "/microvm/microvm=$ROOT/bin/microvm" \
 	--file "/microvm/bzImage=$CACHE/bzImage" \
 	--file "/microvm/initrd.cpio=$CACHE/initrd.cpio" \

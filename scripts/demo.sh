@@ -22,8 +22,9 @@ command -v qemu-system-x86_64 >/dev/null || {
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 "$GO" build -o "$WORK/l1run" ./tests/nested/l1run
-echo "demo: booting L1 under QEMU TCG, then the guest inside it with microvm (this takes a minute) ..."
-"$WORK/l1run" --kernel "$CACHE/bzImage" --timeout 10m --qemu "$(l1_qemu)" \
+l1_kernel
+echo "demo: booting L1 (Debian's stock kernel) under QEMU TCG, then the guest inside it with microvm (this takes a minute) ..."
+"$WORK/l1run" "${L1_KERNEL_ARGS[@]}" --timeout 10m --qemu "$(l1_qemu)" \
 	--file "/microvm/microvm=$ROOT/bin/microvm" \
 	--file "/microvm/bzImage=$CACHE/bzImage" \
 	--file "/microvm/initrd.cpio=$CACHE/initrd.cpio" \

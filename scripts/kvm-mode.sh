@@ -30,3 +30,25 @@ l1_qemu() {
 		command -v qemu-system-x86_64
 	fi
 }
+
+# l1_kernel sets L1_KERNEL_ARGS to l1run's flags for the nested harness's
+# L1 kernel: Debian 12's stock cloud kernel (scripts/stock-kernel.sh, cached)
+# rather than the project's guest kernel, so that the machine, L1 and the
+# guest run three different kernels (`make demo` shows them), and the
+# modules L1 loads from it, dependencies first: KVM (irqbypass, kvm,
+# kvm-amd) and tun, for the net tests' TAP devices. L1_KERNEL=bzImage, one
+# with those built in, overrides it.
+l1_kernel() {
+	L1_KERNEL_ARGS=()
+	if [[ -n ${L1_KERNEL:-} ]]; then
+		L1_KERNEL_ARGS=(--kernel "$L1_KERNEL")
+		return
+	fi
+	local d m
+	d=$("$(dirname "${BASH_SOURCE[0]}")/stock-kernel.sh" cloud) || return 1
+	L1_KERNEL_ARGS=(--kernel "$d/vmlinuz")
+	for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd drivers/net/tun; do
+		[[ -f $d/modules/$m.ko ]] || { echo "l1_kernel: $d has no $m.ko" >&2; return 1; }
+		L1_KERNEL_ARGS+=(--module "$d/modules/$m.ko")
+	done
+}

@@ -70,8 +70,14 @@ func TestLinuxUname(t *testing.T) {
 	if host == "" {
 		host = out.Host.Release
 	}
-	if out.Guest.Release == host {
-		t.Errorf("guest release %q equals the host's", out.Guest.Release)
+	if out.Guest.Release == host || out.Guest.Release == out.Host.Release {
+		t.Errorf("guest release %q equals the host's (%q, or %q as microvm saw it)", out.Guest.Release, host, out.Host.Release)
+	}
+	// In the nested harness microvm's host is L1, whose kernel is
+	// Debian's stock one: the machine, L1 and the guest run three
+	// different kernels, the point `make demo` makes.
+	if os.Getenv("MICROVM_NESTED") == "1" && out.Host.Release == host {
+		t.Errorf("L1 runs the machine's own kernel release %q", host)
 	}
 	if out.Guest.Machine != "x86_64" || out.BootToInit <= 0 {
 		t.Errorf("guest machine %q, boot to init %v ms", out.Guest.Machine, out.BootToInit)

@@ -16,6 +16,8 @@
 #   L1_APPEND               extra L1 kernel command line
 #   L1_MONITOR=PATH         QEMU monitor socket, to inspect a stuck L1
 #   L1_QEMU=PATH            the QEMU that runs L1 (default: scripts/l1-qemu.sh's)
+#   L1_KERNEL=PATH          L1's bzImage, with KVM built in (default: Debian's stock
+#                           cloud kernel and its KVM modules; scripts/kvm-mode.sh)
 #   L1_JOBS=N               L1s at once (default 2, one per host core)
 #   GROUP_TIMEOUT_MIN=N     one limit for every group, instead of l1Plan's
 #   MICROVM_BIN             prebuilt microvm binary (default: built here)
@@ -147,7 +149,8 @@ CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/l1init" ./tests/nested/l1init
 "$GO" build -o "$WORK/l1run" ./tests/nested/l1run
 
 L1_QEMU_BIN=$(l1_qemu)
-echo "vm tests: L1 runs under $("$L1_QEMU_BIN" --version | head -n1)"
+l1_kernel || die "no L1 kernel (scripts/kvm-mode.sh l1_kernel)"
+echo "vm tests: L1 runs under $("$L1_QEMU_BIN" --version | head -n1), kernel ${L1_KERNEL:-$(<"$STOCK_CLOUD/release") (Debian's stock cloud kernel)}"
 
 # Layout inside L1: everything under /microvm, scratch in /tmp (tmpfs).
 l1=/microvm
@@ -240,7 +243,7 @@ run_group() {
 			--env "MICROVM_COMPARE_ROOTFS=$l1/compare-rootfs" --env "MICROVM_COMPARE_CONTAINER=$l1/compare-container.json")
 	fi
 	"$WORK/l1run" \
-		--kernel "$CACHE/bzImage" \
+		"${L1_KERNEL_ARGS[@]}" \
 		--l1init "$WORK/l1init" \
 		--memory "${L1_MEMORY_MIB:-4096}" \
 		--cpus "${group_cpus[$i]}" \

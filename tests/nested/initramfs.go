@@ -5,11 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/microvm-dev/microvm/internal/testimg"
 	"github.com/microvm-dev/microvm/tests/nested/l1proto"
 )
+
+// modulesDir holds Config.Modules inside L1.
+const modulesDir = "/l1modules"
 
 // writeInitramfs writes L1's initramfs to dst: l1init as /init, its
 // l1proto.Config, a /dev/console node and cfg.Files.
@@ -24,6 +29,14 @@ func writeInitramfs(dst string, cfg *Config, l1init string) error {
 	}
 	if cfg.Heartbeat > 0 {
 		lc.HeartbeatMS = cfg.Heartbeat.Milliseconds()
+	}
+	// Numbered, so that two modules of one name stay apart and the order
+	// is visible in L1.
+	mods := make(map[string]string, len(cfg.Modules))
+	for i, m := range cfg.Modules {
+		d := fmt.Sprintf("%s/%02d-%s", modulesDir, i+1, filepath.Base(m))
+		mods[d] = m
+		lc.Modules = append(lc.Modules, d)
 	}
 	js, err := json.MarshalIndent(lc, "", "  ")
 	if err != nil {
@@ -49,11 +62,18 @@ func writeInitramfs(dst string, cfg *Config, l1init string) error {
 	}
 	sort.Strings(dests)
 	for _, d := range dests {
-		if n := testimg.CPIOName(d); n == "init" || n == testimg.CPIOName(l1proto.ConfigPath) {
+		if n := testimg.CPIOName(d); n == "init" || n == testimg.CPIOName(l1proto.ConfigPath) ||
+			strings.HasPrefix(n, testimg.CPIOName(modulesDir)+"/") {
 			f.Close()
 			return fmt.Errorf("%s is reserved", d)
 		}
 		c.HostFile(d, cfg.Files[d])
+	}
+	if len(mods) > 0 {
+		c.Dir(testimg.CPIOName(modulesDir), 0o755)
+		for _, d := range lc.Modules {
+			c.HostFile(testimg.CPIOName(d), mods[d])
+		}
 	}
 	dests = dests[:0]
 	for d := range cfg.Trees {

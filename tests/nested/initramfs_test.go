@@ -14,6 +14,8 @@ func TestWriteInitramfs(t *testing.T) {
 	dir := t.TempDir()
 	l1init := filepath.Join(dir, "l1init")
 	payload := filepath.Join(dir, "payload")
+	kvm := filepath.Join(dir, "kvm.ko")
+	os.WriteFile(kvm, []byte("kvm module"), 0o644)
 	os.WriteFile(l1init, []byte("init"), 0o755)
 	os.WriteFile(payload, []byte("payload"), 0o755)
 	root := filepath.Join(dir, "root")
@@ -22,6 +24,7 @@ func TestWriteInitramfs(t *testing.T) {
 	cfg := Config{
 		Files:   map[string]string{"/bin/payload": payload},
 		Trees:   map[string]string{"/r": root},
+		Modules: []string{kvm},
 		Init:    "/bin/payload",
 		Args:    []string{"-v"},
 		Timeout: time.Minute,
@@ -49,14 +52,21 @@ func TestWriteInitramfs(t *testing.T) {
 	if e := got["r/bin"]; string(e.Data) != "usr/bin" || e.Mode != testimg.ModeLnk|0o777 {
 		t.Errorf("the tree's r/bin is not its symlink: %+v", e)
 	}
+	if e := got["l1modules/01-kvm.ko"]; string(e.Data) != "kvm module" {
+		t.Errorf("l1modules/01-kvm.ko: %+v", e)
+	}
 	js := string(got["l1config.json"].Data)
-	for _, s := range []string{`"init": "/bin/payload"`, `"-v"`, `"timeout_ms": 48000`, `"require_kvm": true`} {
+	for _, s := range []string{`"init": "/bin/payload"`, `"-v"`, `"timeout_ms": 48000`, `"require_kvm": true`,
+		`"modules": [`, `"/l1modules/01-kvm.ko"`} {
 		if !strings.Contains(js, s) {
 			t.Errorf("l1config.json lacks %s:\n%s", s, js)
 		}
 	}
-	cfg.Files["/init"] = payload
-	if err := writeInitramfs(dst, &cfg, l1init); err == nil {
-		t.Error("overriding /init was accepted")
+	for _, reserved := range []string{"/init", "/l1modules/01-kvm.ko"} {
+		cfg.Files[reserved] = payload
+		if err := writeInitramfs(dst, &cfg, l1init); err == nil {
+			t.Errorf("overriding %s was accepted", reserved)
+		}
+		delete(cfg.Files, reserved)
 	}
 }

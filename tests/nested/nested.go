@@ -28,9 +28,14 @@ import (
 
 // Config describes one L1 run.
 type Config struct {
-	// Kernel is the host path of the L1 bzImage. It needs KVM and KVM_AMD
-	// built in, devtmpfs, tmpfs and a serial console.
+	// Kernel is the host path of the L1 bzImage. It needs KVM and KVM_AMD,
+	// built in or in Modules, and devtmpfs, tmpfs and a serial console
+	// built in.
 	Kernel string
+	// Modules are host paths of kernel modules for Kernel, loaded in L1 in
+	// this order (dependencies first) before the payload starts: the
+	// harness's L1 is Debian's stock kernel, whose KVM is modular.
+	Modules []string
 	// Files maps a destination path inside L1 to a host path. A host
 	// directory is copied recursively. Files with an execute bit get 0755.
 	Files map[string]string

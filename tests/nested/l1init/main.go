@@ -157,6 +157,10 @@ func main() {
 			logf("parsing config: %v", err)
 			return l1proto.ExitInitError
 		}
+		if err := loadModules(cfg.Modules); err != nil {
+			logf("%v", err)
+			return l1proto.ExitInitError
+		}
 		if _, err := os.Stat("/dev/kvm"); err != nil {
 			fmt.Println(l1proto.KVMMissing)
 			if cfg.RequireKVM {
@@ -174,6 +178,24 @@ func main() {
 	}
 	// Returning from init panics the kernel, and panic=-1 reboots it.
 	os.Exit(code)
+}
+
+// loadModules loads each .ko with finit_module(2), in order: a module's
+// dependencies come before it in the list. One already built in or loaded
+// (EEXIST) is fine.
+func loadModules(paths []string) error {
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("module: %w", err)
+		}
+		err = unix.FinitModule(int(f.Fd()), "", 0)
+		f.Close()
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("module %s: finit_module: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // quietConsoleInput turns off echo, line editing and signal characters on

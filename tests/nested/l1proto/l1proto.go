@@ -24,6 +24,11 @@ type Config struct {
 	// HeartbeatMS, if set, makes l1init print a Heartbeat line that often
 	// while the payload runs.
 	HeartbeatMS int64 `json:"heartbeat_ms,omitempty"`
+	// Modules are kernel modules (paths of .ko files inside L1) that
+	// l1init loads, in this order, before anything else: a stock L1
+	// kernel has KVM as modules. A module that fails to load ends the run
+	// with ExitInitError, since L1 would then lack what the payload needs.
+	Modules []string `json:"modules,omitempty"`
 }
 
 // Lines l1init prints on the console, each on a line of its own.

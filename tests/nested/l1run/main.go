@@ -34,8 +34,10 @@ func main() {
 		trees multi
 		args  multi
 		env   multi
+		mods  multi
 	)
-	flag.StringVar(&cfg.Kernel, "kernel", "", "L1 `bzImage` (needs KVM_AMD built in)")
+	flag.StringVar(&cfg.Kernel, "kernel", "", "L1 `bzImage` (with KVM_AMD built in, or as a --module)")
+	flag.Var(&mods, "module", "host `path` of a kernel module for L1, loaded before the program in the order given (repeatable)")
 	flag.Var(&files, "file", "`dest=src`: put host file or directory src at dest inside L1 (repeatable)")
 	flag.Var(&trees, "tree", "`dest=src`: put host directory src at dest inside L1 as a root filesystem: symlinks and modes kept (repeatable)")
 	flag.StringVar(&cfg.Init, "init", "", "`path` inside L1 of the program to run")
@@ -75,7 +77,7 @@ func main() {
 		}
 		cfg.Trees[dest] = src
 	}
-	cfg.Args, cfg.Env = args, env
+	cfg.Args, cfg.Env, cfg.Modules = args, env, mods
 	cfg.Console = os.Stdout
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
