@@ -150,7 +150,9 @@ CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/l1init" ./tests/nested/l1init
 
 L1_QEMU_BIN=$(l1_qemu)
 l1_kernel || die "no L1 kernel (scripts/kvm-mode.sh l1_kernel)"
-echo "vm tests: L1 runs under $("$L1_QEMU_BIN" --version | head -n1), kernel ${L1_KERNEL:-$(<"$STOCK_CLOUD/release") (Debian's stock cloud kernel)}"
+l1_kernel_name="$(<"$STOCK_CLOUD/release") (Debian's stock cloud kernel)"
+[[ -z ${L1_KERNEL:-} ]] || l1_kernel_name=$L1_KERNEL
+echo "vm tests: L1 runs under $("$L1_QEMU_BIN" --version | head -n1), kernel $l1_kernel_name"
 
 # Layout inside L1: everything under /microvm, scratch in /tmp (tmpfs).
 l1=/microvm
