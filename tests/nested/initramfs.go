@@ -32,11 +32,8 @@ func writeInitramfs(dst string, cfg *Config, l1init string) error {
 	}
 	// Numbered, so that two modules of one name stay apart and the order
 	// is visible in L1.
-	mods := make(map[string]string, len(cfg.Modules))
 	for i, m := range cfg.Modules {
-		d := fmt.Sprintf("%s/%02d-%s", modulesDir, i+1, filepath.Base(m))
-		mods[d] = m
-		lc.Modules = append(lc.Modules, d)
+		lc.Modules = append(lc.Modules, fmt.Sprintf("%s/%02d-%s", modulesDir, i+1, filepath.Base(m)))
 	}
 	js, err := json.MarshalIndent(lc, "", "  ")
 	if err != nil {
@@ -69,10 +66,10 @@ func writeInitramfs(dst string, cfg *Config, l1init string) error {
 		}
 		c.HostFile(d, cfg.Files[d])
 	}
-	if len(mods) > 0 {
+	if len(cfg.Modules) > 0 {
 		c.Dir(testimg.CPIOName(modulesDir), 0o755)
-		for _, d := range lc.Modules {
-			c.HostFile(testimg.CPIOName(d), mods[d])
+		for i, d := range lc.Modules {
+			c.HostFile(testimg.CPIOName(d), cfg.Modules[i])
 		}
 	}
 	dests = dests[:0]
