@@ -36,8 +36,18 @@ func TestUnlinkWhileOpen(t *testing.T) {
 	if got := readAll(t, f); got != "before after" {
 		t.Errorf("read after unlink: %q", got)
 	}
-	// (p9's server refuses Tsetattr on a deleted file, so ftruncate after
-	// unlink is EINVAL: a limit of the codec, not of the backend.)
+	// ftruncate and fchmod through the open fid (the vendored server's
+	// patch: the original refused any Tsetattr on a deleted file).
+	must(t, f.SetAttr(p9.SetAttrMask{Size: true}, p9.SetAttr{Size: 3}))
+	must(t, f.SetAttr(p9.SetAttrMask{Permissions: true}, p9.SetAttr{Permissions: 0o600}))
+	_, _, attr, err = f.GetAttr(p9.AttrMaskAll)
+	must(t, err)
+	if attr.Size != 3 || attr.Mode.Permissions() != 0o600 {
+		t.Errorf("after ftruncate(3) and fchmod(0600) of the unlinked file: size %d mode %o", attr.Size, attr.Mode.Permissions())
+	}
+	if got := readAll(t, f); got != "bef" {
+		t.Errorf("read after ftruncate: %q", got)
+	}
 }
 
 func TestRenameOverOpenFile(t *testing.T) {

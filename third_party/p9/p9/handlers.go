@@ -941,13 +941,10 @@ func (t *tsetattr) handle(cs *connState) message {
 	defer ref.DecRef()
 
 	if err := ref.safelyWrite(func() error {
-		// We don't allow setattr on files that have been deleted.
-		// This might be technically incorrect, as it's possible that
-		// there were multiple links and you can still change the
-		// corresponding inode information.
-		if ref.isDeleted() {
-			return linux.EINVAL
-		}
+		// microvm patch: a deleted file's attributes can be set. The
+		// original refused (EINVAL), so ftruncate or fchmod through a
+		// descriptor opened before unlink failed in the guest; the File
+		// holds the inode, not the name, and POSIX allows both.
 
 		// Set the attributes.
 		return ref.file.SetAttr(t.Valid, t.SetAttr)
@@ -969,9 +966,8 @@ func (t *txattrwalk) handle(cs *connState) message {
 
 	size := 0
 	if err := ref.safelyRead(func() error {
-		if ref.isDeleted() {
-			return linux.EINVAL
-		}
+		// microvm patch: no EINVAL for a deleted file, whose File still
+		// holds its inode (fgetxattr after unlink works on Linux).
 		var buf []byte
 		var err error
 		if len(t.Name) > 0 {
