@@ -23,8 +23,12 @@ func (p *Panic) Error() string { return fmt.Sprintf("panic: %v", p.Value) }
 // shows where it was raised.
 func Recovered(v any) *Panic { return &Panic{Value: v, Stack: debug.Stack()} }
 
-// Run calls f, turning a panic into a *Panic.
+// Run calls f, turning a panic into a *Panic. A memory fault in f (SIGBUS
+// from a file-backed part of guest RAM whose file shrank) panics too,
+// instead of killing the process (debug.SetPanicOnFault, this goroutine
+// only).
 func Run(f func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = Recovered(r)

@@ -2,8 +2,11 @@ package guard
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestGuard: Run, Call and Go turn a panic into an error carrying the value
@@ -42,5 +45,32 @@ func TestGuard(t *testing.T) {
 				t.Error("the error does not carry the stack of the panic")
 			}
 		})
+	}
+}
+
+// TestRunFault: a read of a file mapping past its file's end (SIGBUS, what
+// a shrunk initrd under guest RAM gives) is an error from Run, not the end
+// of the process.
+func TestRunFault(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "shrinks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(2 * 4096); err != nil {
+		t.Fatal(err)
+	}
+	b, err := unix.Mmap(int(f.Fd()), 0, 2*4096, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(b)
+	if err := f.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	var sink byte
+	err = Run(func() error { sink = b[4096]; return nil })
+	if p := Of(err); p == nil || !strings.Contains(p.Error(), "invalid memory address") {
+		t.Fatalf("Run of a faulting read = %v (read %d), want a *Panic for the fault", err, sink)
 	}
 }

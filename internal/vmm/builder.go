@@ -52,8 +52,11 @@ func Build(cfg Config) (m *Machine, err error) {
 	if cfg.Restore != "" {
 		steps, last = b.restoreSteps(), PhaseSnapshotLoaded
 	}
+	b.m.timeline.Mark(PhaseBuildStart)
 	for _, s := range steps {
-		if err := s.do(); err != nil {
+		err := s.do()
+		b.m.timeline.Mark(StepPhase(s.name))
+		if err != nil {
 			if IsInputError(err) || IsNoKVM(err) {
 				return nil, err // already says what is wrong with what
 			}
@@ -226,9 +229,13 @@ func (b *builder) load() error {
 	}
 	bp := k.BootParams()
 	if b.initrd != nil {
-		dst, err := mem.Slice(b.initrdAddr, b.initrdSize)
-		if err == nil {
-			_, err = b.initrd.ReadAt(dst, 0)
+		// Mapped, not copied (Memory.MapFile), where the file can be.
+		mapped, err := mem.MapFile(b.initrdAddr, b.initrd, 0, b.initrdSize)
+		if err == nil && !mapped {
+			var dst []byte
+			if dst, err = mem.Slice(b.initrdAddr, b.initrdSize); err == nil {
+				_, err = b.initrd.ReadAt(dst, 0)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("initrd %s: %w", b.m.cfg.Initrd, err)

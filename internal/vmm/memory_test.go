@@ -8,6 +8,8 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/microvm-dev/microvm/internal/snapshot"
+	"github.com/microvm-dev/microvm/internal/testimg"
 	"github.com/microvm-dev/microvm/internal/vmm/boot"
 	"github.com/microvm-dev/microvm/internal/vmm/layout"
 )
@@ -131,5 +133,126 @@ func TestDontDump(t *testing.T) {
 	flags, _, _ = strings.Cut(flags, "\n")
 	if !slices.Contains(strings.Fields(flags), "dd") {
 		t.Errorf("guest RAM's VmFlags %q lack dd", flags)
+	}
+}
+
+// TestMapFile: a file put behind guest RAM reads as the file, then zeros to
+// the page's end; the guest's writes stay its own; a snapshot counts every
+// mapped page; what cannot be mapped (unaligned) is left to a copy.
+func TestMapFile(t *testing.T) {
+	content := make([]byte, 3*4096+100)
+	for i := range content {
+		content[i] = byte(i*7 + 1)
+	}
+	path := t.TempDir() + "/initrd"
+	if err := os.WriteFile(path, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		gpa     uint64
+		off, n  uint64
+		mapped  bool
+		wantLen int // bytes of the file expected at gpa
+	}{
+		{"whole file", 16 * layout.MiB, 0, uint64(len(content)), true, len(content)},
+		{"from a page offset", 16 * layout.MiB, 4096, 4096, true, 4096},
+		{"unaligned address", 16*layout.MiB + 512, 0, 4096, false, 0},
+		{"unaligned offset", 16 * layout.MiB, 100, 4096, false, 0},
+		{"beyond RAM", 64 * layout.MiB, 0, 4096, false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := NewMemory(64 * layout.MiB)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			ok, err := m.MapFile(tt.gpa, f, tt.off, tt.n)
+			if err != nil || ok != tt.mapped {
+				t.Fatalf("MapFile = %v, %v; want %v, nil", ok, err, tt.mapped)
+			}
+			if !ok {
+				if len(m.fileRuns) != 0 {
+					t.Fatalf("fileRuns %v after a refused map", m.fileRuns)
+				}
+				return
+			}
+			pages := (tt.n + 4095) / 4096
+			g, err := m.Slice(tt.gpa, pages*4096)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := append([]byte(nil), content[tt.off:tt.off+uint64(tt.wantLen)]...)
+			want = append(want, make([]byte, len(g)-len(want))...)
+			if !slices.Equal(g, want) {
+				t.Fatal("guest RAM does not read as the file, then zeros")
+			}
+			g[0] ^= 0xff // the guest writes: its own copy
+			if b, _ := os.ReadFile(path); !slices.Equal(b, content) {
+				t.Fatal("a guest write reached the file")
+			}
+			runs, err := m.touched()
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := tt.gpa / 4096
+			covered := uint64(0)
+			for _, r := range runs {
+				lo, hi := max(r.First, first), min(r.First+r.N, first+pages)
+				if hi > lo {
+					covered += hi - lo
+				}
+			}
+			if covered != pages {
+				t.Fatalf("a snapshot would save %d of the %d mapped pages (runs %v)", covered, pages, runs)
+			}
+		})
+	}
+}
+
+// TestLoadMapsELFPages: an ELF kernel's page-aligned segment is mapped from
+// its file and its partial last page copied; the bytes in guest RAM are the
+// segment's, then its zeroed bss.
+func TestLoadMapsELFPages(t *testing.T) {
+	data := make([]byte, 2*4096+300)
+	for i := range data {
+		data[i] = byte(i%251 + 1)
+	}
+	const paddr = 2 * layout.MiB
+	img := testimg.PagedELF(paddr, testimg.Seg{Paddr: paddr, Memsz: 4 * 4096, Data: data})
+	path := t.TempDir() + "/vmlinux"
+	if err := os.WriteFile(path, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	k, err := boot.ParseKernelAt(path, img, f, int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewMemory(64 * layout.MiB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := k.Load(m); err != nil {
+		t.Fatal(err)
+	}
+	if want := []snapshot.Run{{First: paddr / 4096, N: 2}}; !slices.Equal(m.fileRuns, want) {
+		t.Fatalf("mapped pages %v, want %v (the two whole pages)", m.fileRuns, want)
+	}
+	g, _ := m.Slice(paddr, 4*4096)
+	want := append(append([]byte(nil), data...), make([]byte, 4*4096-len(data))...)
+	if !slices.Equal(g, want) {
+		t.Fatal("guest RAM does not hold the segment, then zeros")
 	}
 }

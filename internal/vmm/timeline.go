@@ -10,9 +10,13 @@ type Phase string
 
 // Boot timeline phases, in the order they normally happen.
 const (
-	PhaseStart   Phase = "process-start"
-	PhaseVMReady Phase = "kvm-vm-ready"
-	PhaseKernel  Phase = "kernel-loaded"
+	PhaseStart Phase = "process-start"
+	// PhaseBuildStart: Build begins (after the CLI's parsing and checks);
+	// each of its steps then adds a StepPhase as it ends, so that --timings
+	// shows where the time before the first KVM_RUN goes (issue 17).
+	PhaseBuildStart Phase = "build-start"
+	PhaseVMReady    Phase = "kvm-vm-ready"
+	PhaseKernel     Phase = "kernel-loaded"
 	// PhaseSnapshotLoaded replaces PhaseKernel for a restored machine:
 	// its state, memory mapping and devices are back, ready to run.
 	PhaseSnapshotLoaded Phase = "snapshot-loaded"
@@ -26,6 +30,9 @@ const (
 	PhaseCommandDone   Phase = "command-done"
 	PhaseExit          Phase = "exit"
 )
+
+// StepPhase names the end of one step of Build ("built: load kernel").
+func StepPhase(step string) Phase { return Phase("built: " + step) }
 
 // Guest milestone codes written to the boot/debug port.
 const (
