@@ -31,6 +31,7 @@
 #   BENCH_VIRTFS=0|1|only  the virtio-9p comparison against QEMU's 9p server
 #                        (bench/virtfs; default 1, only: nothing else)
 #   VIRTFS_RUNS=N        its repetitions (default 5); VIRTFS_TIMEOUT_MIN its L1 limit (40)
+#   VIRTFS_SKIP_FS=1     only its `uname -r` row
 #   VIRTFS_BLOB_MIB, VIRTFS_FILES, VIRTFS_CREATE  its sizes (default 256, 10000,
 #                        1000; nested 8, 1000, 200)
 #   MICROVM_FORCE_NESTED=1  use the nested harness even where direct works
@@ -152,6 +153,7 @@ run_virtfs() {
 	[[ $KVM_MODE == direct ]] || blob=8 nfiles=1000 ncreate=200
 	local args=(--microvm "$d/microvm" --qemu "$qemu" --kernel "$d/bzImage" --initrd "$initrd" --runs "${VIRTFS_RUNS:-5}"
 		--blob-mib "${VIRTFS_BLOB_MIB:-$blob}" --files "${VIRTFS_FILES:-$nfiles}" --create "${VIRTFS_CREATE:-$ncreate}")
+	[[ ${VIRTFS_SKIP_FS:-0} != 1 ]] || args+=(--skip-fs)
 	echo
 	echo "== virtio-9p: microvm --share / --rootfs against QEMU's 9p server (-fsdev local + virtio-9p-device), same guest kernel"
 	if [[ $KVM_MODE == direct ]]; then

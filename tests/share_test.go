@@ -137,7 +137,7 @@ func TestInGuestShare(t *testing.T) {
 			t.Errorf("%s on the read-only share: %v, want EROFS", what, err)
 		}
 	}
-	// Unlink while open: fstat, read and write through the open file.
+	// Unlink while open: fstat, read, write and ftruncate through the open file.
 	tmp := filepath.Join(rw, "tmp")
 	f, err = os.OpenFile(tmp, os.O_RDWR|os.O_CREATE, 0o644)
 	must(t, err)
@@ -153,6 +153,13 @@ func TestInGuestShare(t *testing.T) {
 	buf := make([]byte, 32)
 	if n, _ := f.ReadAt(buf, 0); string(buf[:n]) != "before after" {
 		t.Errorf("read after unlink: %q", buf[:n])
+	}
+	// ftruncate through it too (Tsetattr on a deleted fid; the vendored
+	// p9 server's patch).
+	if err := f.Truncate(3); err != nil {
+		t.Errorf("ftruncate after unlink: %v", err)
+	} else if n, _ := f.ReadAt(buf, 0); string(buf[:n]) != "bef" {
+		t.Errorf("read after ftruncate: %q", buf[:n])
 	}
 	f.Close()
 	// Rename over an open file: it keeps its contents.

@@ -48,6 +48,7 @@ func main() {
 	var (
 		microvm, qemu, kernel, initrd, work string
 		runs, blobMiB, nfiles, ncreate      int
+		skipFS                              bool
 	)
 	flag.StringVar(&microvm, "microvm", "", "microvm binary")
 	flag.StringVar(&qemu, "qemu", "", "qemu-system-x86_64 binary")
@@ -58,6 +59,7 @@ func main() {
 	flag.IntVar(&blobMiB, "blob-mib", 256, "size of the sequentially read file")
 	flag.IntVar(&nfiles, "files", 10000, "files walked and stat'ed")
 	flag.IntVar(&ncreate, "create", 1000, "files created and removed")
+	flag.BoolVar(&skipFS, "skip-fs", false, "only the `uname -r` row (no file-system rows)")
 	flag.Parse()
 	if microvm == "" || qemu == "" || kernel == "" || initrd == "" {
 		fatal("--microvm, --qemu, --kernel and --initrd are required")
@@ -87,9 +89,13 @@ func main() {
 				"-fsdev", "local,id=fs0,path="+data+",security_model=none",
 				"-device", "virtio-9p-device,fsdev=fs0,mount_tag=share"),
 			// No initrd: the kernel mounts / over 9p itself and runs
-			// uname as init; devtmpfs is mounted for its console.
+			// uname as init; devtmpfs is mounted for its console. "-r"
+			// reaches init as an unknown parameter without "=", not after
+			// "--": QEMU appends virtio_mmio.device=... to the command
+			// line, which after "--" would be init's too, and the kernel
+			// would find no 9p device.
 			boot: append(qemuArgs(qemu, kernel, "-append",
-				cmdline+" root=root rootfstype=9p rootflags="+p9Opts+" ro init=/usr/bin/uname -- -r"),
+				cmdline+" root=root rootfstype=9p rootflags="+p9Opts+" ro init=/usr/bin/uname -r"),
 				"-fsdev", "local,id=fs0,path=/,security_model=none,readonly=on",
 				"-device", "virtio-9p-device,fsdev=fs0,mount_tag=root")},
 	}
@@ -97,23 +103,24 @@ func main() {
 	res := map[string]map[string]float64{}
 	for _, s := range sides {
 		res[s.name] = map[string]float64{}
-		fmt.Printf("virtfs: %s: %s\n", s.name, strings.Join(s.fs, " "))
-		out, err := runCapture(s.fs, 30*time.Minute)
-		for _, l := range strings.Split(out, "\n") {
-			if f := strings.Fields(strings.TrimSpace(l)); len(f) == 3 && f[0] == "@@VIRTFS" {
-				v, _ := strconv.ParseFloat(f[2], 64)
-				res[s.name][f[1]] = v
-				fmt.Printf("virtfs: %s: %s = %s\n", s.name, f[1], f[2])
-			}
-		}
-		if err != nil || len(res[s.name]) < 3 {
-			fmt.Printf("virtfs: %s: file-system rows incomplete (%v); its console:\n%s\n", s.name, err, tail(out, 20))
+		if !skipFS {
+			fsRows(s.name, s.fs, res[s.name])
 		}
 		var times []float64
 		for i := 0; i < runs; i++ {
 			ms, out, err := firstLine(s.boot, release, 5*time.Minute)
 			if err != nil {
 				fmt.Printf("virtfs: %s: uname -r with / as root: %v; console:\n%s\n", s.name, err, tail(out, 15))
+				if s.name == "qemu" {
+					// Once more without "quiet", so its console says why.
+					loud := append([]string(nil), s.boot...)
+					for j, a := range loud {
+						loud[j] = strings.Replace(a, " quiet", " loglevel=7", 1)
+					}
+					_, out, _ := firstLine(loud, release, 5*time.Minute)
+					fmt.Printf("virtfs: %s: the same without quiet, console (its virtio and 9p lines, and the last):\n%s\n%s\n",
+						s.name, grepLines(out, "virtio", "9p", "mmio", "Command line"), tail(out, 8))
+				}
 				break
 			}
 			times = append(times, ms)
@@ -202,6 +209,23 @@ func firstLine(argv []string, want string, limit time.Duration) (float64, string
 		return 0, all.String(), fmt.Errorf("no line %q (exit: %v)", want, err)
 	}
 	return float64(at.Microseconds()) / 1000, all.String(), nil
+}
+
+// fsRows boots argv, whose guest runs the file-system rows and prints each
+// as "@@VIRTFS name value", into res.
+func fsRows(name string, argv []string, res map[string]float64) {
+	fmt.Printf("virtfs: %s: %s\n", name, strings.Join(argv, " "))
+	out, err := runCapture(argv, 30*time.Minute)
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(strings.TrimSpace(l)); len(f) == 3 && f[0] == "@@VIRTFS" {
+			v, _ := strconv.ParseFloat(f[2], 64)
+			res[f[1]] = v
+			fmt.Printf("virtfs: %s: %s = %s\n", name, f[1], f[2])
+		}
+	}
+	if err != nil || len(res) < 3 {
+		fmt.Printf("virtfs: %s: file-system rows incomplete (%v); its console:\n%s\n", name, err, tail(out, 20))
+	}
 }
 
 func runCapture(argv []string, limit time.Duration) (string, error) {
@@ -358,12 +382,28 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// grepLines is tail's form of the lines of s holding any of words.
+func grepLines(s string, words ...string) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		for _, w := range words {
+			if strings.Contains(l, w) {
+				keep = append(keep, l)
+				break
+			}
+		}
+	}
+	return tail(strings.Join(keep, "\n"), len(keep))
+}
+
 func tail(s string, n int) string {
 	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(l) > n {
 		l = l[len(l)-n:]
 	}
-	return strings.Join(l, "\n")
+	// Indented: bench/compare.sh drops L1's own kernel lines ("[ 1.2] ...")
+	// from its output, and a guest console's lines look the same.
+	return "  | " + strings.Join(l, "\n  | ")
 }
 
 func must(err error) {
