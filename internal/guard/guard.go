@@ -23,10 +23,10 @@ func (p *Panic) Error() string { return fmt.Sprintf("panic: %v", p.Value) }
 // shows where it was raised.
 func Recovered(v any) *Panic { return &Panic{Value: v, Stack: debug.Stack()} }
 
-// Run calls f, turning a panic into a *Panic. A memory fault in f (SIGBUS
-// from a file-backed part of guest RAM whose file shrank) panics too,
-// instead of killing the process (debug.SetPanicOnFault, this goroutine
-// only).
+// Run calls f, turning a panic into a *Panic. A memory fault in f panics
+// too, instead of killing the process (debug.SetPanicOnFault, for this
+// goroutine only): SIGBUS from a restored guest's RAM, a mapping of its
+// snapshot's memory file, if that file shrank under the running guest.
 func Run(f func() error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {

@@ -35,16 +35,8 @@ type Seg struct {
 	Data         []byte
 }
 
-// ELF builds an ELF64 x86-64 executable with the given PT_LOAD segments,
-// packed one after the other in the file.
-func ELF(entry uint64, segs ...Seg) []byte { return buildELF(entry, false, segs) }
-
-// PagedELF is ELF with each segment's data at a file offset congruent to
-// its address modulo the 4 KiB page, as a linked vmlinux has them (p_offset
-// and p_vaddr agree modulo p_align).
-func PagedELF(entry uint64, segs ...Seg) []byte { return buildELF(entry, true, segs) }
-
-func buildELF(entry uint64, paged bool, segs []Seg) []byte {
+// ELF builds an ELF64 x86-64 executable with the given PT_LOAD segments.
+func ELF(entry uint64, segs ...Seg) []byte {
 	le := binary.LittleEndian
 	const ehsize, phentsize = 64, 56
 	off := uint64(ehsize + phentsize*len(segs))
@@ -60,12 +52,6 @@ func buildELF(entry uint64, paged bool, segs []Seg) []byte {
 	le.PutUint16(b[54:], phentsize)
 	le.PutUint16(b[56:], uint16(len(segs)))
 	for i, s := range segs {
-		if paged {
-			for off%4096 != s.Paddr%4096 {
-				b = append(b, 0)
-				off++
-			}
-		}
 		ph := b[ehsize+i*phentsize:]
 		le.PutUint32(ph[0:], 1) // PT_LOAD
 		le.PutUint32(ph[4:], 5)

@@ -3,7 +3,6 @@ package vmm
 import (
 	"fmt"
 	"os"
-	"unsafe"
 
 	"github.com/microvm-dev/microvm/internal/snapshot"
 	"github.com/microvm-dev/microvm/internal/vmm/boot"
@@ -31,10 +30,6 @@ type Memory struct {
 	// process can open nothing.
 	probe    *snapshot.PageProbe
 	dontDump bool // MADV_DONTDUMP took
-	// fileRuns are the pages MapFile put a file behind (page indices in
-	// mapping): their contents are the file's whether or not the guest
-	// has touched them, so a snapshot saves them all.
-	fileRuns []snapshot.Run
 }
 
 // Errors for guest addresses that are not RAM.
@@ -119,7 +114,6 @@ func (m *Memory) touched() ([]snapshot.Run, error) {
 	if err != nil {
 		return nil, err
 	}
-	runs = snapshot.MergeRuns(runs, m.fileRuns)
 	if m.backing != nil {
 		data, err := snapshot.DataRuns(m.backing)
 		if err != nil {
@@ -146,54 +140,6 @@ func (m *Memory) Slice(gpa, n uint64) ([]byte, error) {
 		}
 	}
 	return nil, &AddrError{GPA: gpa, Len: n}
-}
-
-// MapFile puts n bytes of f from off behind guest memory at gpa, instead of
-// a copy into it: a private file mapping (MAP_PRIVATE|MAP_FIXED) over that
-// part of RAM. gpa and off are page aligned; the mapping covers whole pages,
-// so past n in the last page is the file's next bytes, or zeros past its
-// end. The guest then faults in only the pages it reads, from the page
-// cache every guest booted from the same file shares, and a page it writes
-// becomes its own copy; the file never changes. Measured on 2026-12-02
-// (2-core EPYC, kvm_pvm): the copy of an 8 MiB initrd was most of the 16-20
-// ms "load kernel" step, 3 ms mapped; the first KVM_RUN is issue 17's
-// measure.
-//
-// ok is false, with RAM unchanged, where the file cannot be mapped: the
-// caller copies instead. An error means RAM is lost and the machine cannot
-// be built.
-//
-// If the file shrinks while the guest runs, its pages past the new end
-// fault (SIGBUS) when touched: KVM_RUN then fails with EFAULT, and the
-// VMM's own accesses from a vCPU's thread panic into an internal error
-// (guard.Run) rather than kill the process.
-func (m *Memory) MapFile(gpa uint64, f *os.File, off, n uint64) (ok bool, err error) {
-	if gpa%snapshot.PageSize != 0 || off%snapshot.PageSize != 0 || n == 0 {
-		return false, nil
-	}
-	size := (n + snapshot.PageSize - 1) &^ (snapshot.PageSize - 1)
-	dst, err := m.Slice(gpa, size)
-	if err != nil {
-		return false, nil
-	}
-	addr := unsafe.Pointer(&dst[0])
-	got, err := unix.MmapPtr(int(f.Fd()), int64(off), addr, uintptr(size), unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_PRIVATE|unix.MAP_FIXED|unix.MAP_NORESERVE)
-	if err != nil || got != addr {
-		// A failed MAP_FIXED may already have unmapped the range (mmap(2)):
-		// put fresh RAM back, or the guest would have a hole in its RAM.
-		if _, err := unix.MmapPtr(-1, 0, addr, uintptr(size), unix.PROT_READ|unix.PROT_WRITE,
-			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED|unix.MAP_NORESERVE); err != nil {
-			return false, fmt.Errorf("guest RAM at %#x lost after mapping %s failed: %w", gpa, f.Name(), err)
-		}
-		return false, nil
-	}
-	if m.dontDump {
-		_ = unix.Madvise(dst, unix.MADV_DONTDUMP) // a new mapping: its own flags
-	}
-	first := uint64(uintptr(addr)-uintptr(unsafe.Pointer(&m.mapping[0]))) / snapshot.PageSize
-	m.fileRuns = snapshot.MergeRuns(m.fileRuns, []snapshot.Run{{First: first, N: size / snapshot.PageSize}})
-	return true, nil
 }
 
 // Write copies b into guest memory at gpa.

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 
 	"github.com/microvm-dev/microvm/internal/vmm/layout"
@@ -39,9 +38,6 @@ type segment struct {
 	filesz uint64
 	memsz  uint64
 }
-
-// pageSize is the x86-64 page, the unit file pages are mapped in.
-const pageSize = 4096
 
 // MaxSetupBytes covers the largest real-mode setup a bzImage can declare
 // (setup_sects is a byte: 255 sectors plus the boot sector): the head of the
@@ -216,31 +212,13 @@ func (k *Kernel) CheckFits(memSize uint64) error {
 // mem must be fresh, zeroed RAM, as a new guest's is: a segment's bss (memsz
 // beyond filesz) is left as it is instead of being cleared, which would
 // fault in every one of its pages before the guest needs them.
-//
-// Where mem is a FileMem, the whole pages of a page-aligned segment (an ELF
-// kernel's: p_offset and p_paddr agree modulo p_align) are mapped from the
-// file rather than read, and only its last partial page is copied. A
-// bzImage's payload starts at (setup_sects+1)*512 in the file, not on a
-// page, so it is always copied.
 func (k *Kernel) Load(mem Mem) error {
 	for _, s := range k.segments {
 		dst, err := mem.Slice(s.paddr, s.memsz)
 		if err != nil {
 			return fmt.Errorf("load %s: segment at %#x: %w", k.Path, s.paddr, err)
 		}
-		mapped := uint64(0)
-		f, isFile := s.src.(*os.File)
-		fm, canMap := mem.(FileMem)
-		if whole := s.filesz &^ (pageSize - 1); isFile && canMap && whole > 0 && s.paddr%pageSize == 0 && s.off%pageSize == 0 {
-			ok, err := fm.MapFile(s.paddr, f, uint64(s.off), whole)
-			if err != nil {
-				return fmt.Errorf("load %s: %w", k.Path, err)
-			}
-			if ok {
-				mapped = whole
-			}
-		}
-		if _, err := s.src.ReadAt(dst[mapped:s.filesz], s.off+int64(mapped)); err != nil {
+		if _, err := s.src.ReadAt(dst[:s.filesz], s.off); err != nil {
 			return fmt.Errorf("load %s: read segment at file offset %#x: %w", k.Path, s.off, err)
 		}
 	}

@@ -8,7 +8,6 @@ package boot
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
 
 	"github.com/microvm-dev/microvm/internal/vmm/layout"
 )
@@ -163,12 +162,4 @@ const MPTableMaxCPUs = (layout.ACPITablesAddr - layout.EBDAStart - 16 - 44 - 8 -
 type Mem interface {
 	Write(gpa uint64, b []byte) error
 	Slice(gpa, n uint64) ([]byte, error)
-}
-
-// FileMem is Mem that can put a file's pages behind guest memory instead
-// of copying them (vmm.Memory.MapFile): ok false leaves RAM as it was, to
-// be copied into; an error means RAM is lost.
-type FileMem interface {
-	Mem
-	MapFile(gpa uint64, f *os.File, off, n uint64) (ok bool, err error)
 }
