@@ -21,6 +21,8 @@ KEYFILE=$OUT.key
 LOG=$CACHE/initrd.log
 GO=${GO:-go}
 AGENT_PKG=github.com/microvm-dev/microvm/initrd/agent
+# The project's own commands next to u-root's (initrd/nc: the TCP tool).
+OWN_PKGS=(github.com/microvm-dev/microvm/initrd/nc)
 
 mkdir -p "$CACHE"
 
@@ -48,7 +50,7 @@ cache_key() {
 	{
 		"$GO" version
 		echo "$goos/$goarch"
-		find go.mod go.sum initrd/build.sh initrd/tools.go initrd/agent agentproto \
+		find go.mod go.sum initrd/build.sh initrd/tools.go initrd/agent initrd/nc agentproto \
 			-type f ! -name '*_test.go' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
 	} | sha256sum | cut -d' ' -f1
 }
@@ -80,6 +82,7 @@ mkuimage=(
 	-defaultsh=gosh
 	-go-build-tags=goshsmall
 	"${CMDS[@]}"
+	"${OWN_PKGS[@]}"
 	"$AGENT_PKG"
 )
 if ! { echo "+ ${mkuimage[*]}"; CGO_ENABLED=0 "${mkuimage[@]}"; } >"$LOG" 2>&1; then

@@ -40,7 +40,6 @@ import (
 	_ "github.com/u-root/u-root/cmds/core/mknod"
 	_ "github.com/u-root/u-root/cmds/core/mount"
 	_ "github.com/u-root/u-root/cmds/core/mv"
-	_ "github.com/u-root/u-root/cmds/core/netcat"
 	_ "github.com/u-root/u-root/cmds/core/poweroff"
 	_ "github.com/u-root/u-root/cmds/core/printenv"
 	_ "github.com/u-root/u-root/cmds/core/ps"

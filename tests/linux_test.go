@@ -175,3 +175,26 @@ func TestLinuxRebootAndPoweroff(t *testing.T) {
 		})
 	}
 }
+
+// TestLinuxClockNoCalibration: the guest takes its TSC frequency from KVM's
+// paravirtual clock (kvmclock sets X86_FEATURE_TSC_KNOWN_FREQ, so Linux's
+// arch/x86/kernel/tsc.c neither calibrates against the PIT nor refines the
+// frequency a second later), and its delay loop from that TSC (issue 17).
+// Its own log says so.
+func TestLinuxClockNoCalibration(t *testing.T) {
+	r := microvmRun(t, nil, "dmesg")
+	if r.code != 0 {
+		t.Fatalf("exit code %d", r.code)
+	}
+	log := r.stdout
+	for _, want := range []string{"kvm-clock: Using msrs", "tsc: Detected", "Calibrating delay loop (skipped)"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("guest log lacks %q", want)
+		}
+	}
+	for _, bad := range []string{"calibration using PIT", "Fast TSC calibration", "Refined TSC clocksource calibration", "TSC calibration failed"} {
+		if strings.Contains(log, bad) {
+			t.Errorf("guest log has %q: the guest calibrated its TSC", bad)
+		}
+	}
+}

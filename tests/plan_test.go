@@ -47,7 +47,7 @@ var l1Plan = []l1Group{
 	{Tests: []string{"TestLinuxVmlinux"}, CPUs: 1, Minutes: 5},
 	{Tests: []string{"TestLinuxSMP"}, CPUs: 2, Minutes: 8},
 	{Tests: []string{"TestLinuxMemory"}, CPUs: 1, Minutes: 6},
-	{Tests: []string{"TestLinuxCmdline"}, CPUs: 1, Minutes: 5},
+	{Tests: []string{"TestLinuxCmdline", "TestLinuxClockNoCalibration"}, CPUs: 1, Minutes: 6},
 	{Tests: []string{"TestLinuxPanic"}, CPUs: 1, Minutes: 5},
 	{Tests: []string{"TestLinuxRebootAndPoweroff"}, CPUs: 1, Minutes: 6},
 	{Tests: []string{"TestLinuxAPI"}, CPUs: 1, Minutes: 5},

@@ -201,7 +201,7 @@ func TestLinuxNet(t *testing.T) {
 	defer ln.Close()
 
 	script := fmt.Sprintf("ip addr add %s/24 dev eth0 && ip link set eth0 up || exit 10\n"+
-		"netcat %s 5000 < /dev/vda || exit 11\n", guestIP, hostIP)
+		"nc %s 5000 < /dev/vda || exit 11\n", guestIP, hostIP)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, microvmBin(t), "run", "--kernel", kernel, "--initrd", initrd, "--timeout", "4m",
@@ -236,7 +236,7 @@ func TestLinuxNet(t *testing.T) {
 	h := sha256.New()
 	start := time.Now()
 	n, err := io.Copy(h, conn)
-	conn.Close() // the guest's netcat exits when we close
+	conn.Close() // the guest's nc exits when we close
 	if err != nil {
 		fail("TCP receive after %d bytes: %v", n, err)
 	}
