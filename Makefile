@@ -71,12 +71,14 @@ bench-density: build
 
 # Snapshot measurements (issue 15): `run -- true` cold and restored from a
 # snapshot, SNAP_BENCH_N of each interleaved (medians, ratio, snapshot
-# size), then SNAP_DENSITY_N restored 64 MiB guests at once (memory per VM),
+# size), then SNAP_DENSITY_N restored 64 MiB guests all up at once, started
+# SNAP_DENSITY_PARALLEL at a time (memory per VM),
 # in one L1 given 8 GiB under the nested harness.
 SNAP_BENCH_N ?= 10
 SNAP_DENSITY_N ?= 50
+SNAP_DENSITY_PARALLEL ?= 2
 bench-snapshot: build
-	MICROVM_SNAP_BENCH_N=$(SNAP_BENCH_N) MICROVM_SNAP_DENSITY_N=$(SNAP_DENSITY_N) L1_MEMORY_MIB=$${L1_MEMORY_MIB:-8192} \
+	MICROVM_SNAP_BENCH_N=$(SNAP_BENCH_N) MICROVM_SNAP_DENSITY_N=$(SNAP_DENSITY_N) MICROVM_SNAP_DENSITY_PARALLEL=$(SNAP_DENSITY_PARALLEL) L1_MEMORY_MIB=$${L1_MEMORY_MIB:-8192} \
 		GROUP_TIMEOUT_MIN=$${GROUP_TIMEOUT_MIN:-40} TESTS_TIMEOUT_MIN=45 \
 		TESTS_RUN='^(TestLinuxSnapshotBench|TestLinuxSnapshotDensity)$$' ./tests/run.sh
 
