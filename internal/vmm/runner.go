@@ -62,12 +62,13 @@ func (r *runner) loop() vcpuExit {
 	le := binary.LittleEndian
 	fd := uintptr(v.fd())
 	first := true
+	var run kvmRunMode
 	for !r.stopping.Load() {
 		if first && r.firstRun != nil {
 			r.firstRun()
 		}
 		first = false
-		err := kvmRunRaw(fd)
+		err := run.call(fd)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 				if !r.stopping.Load() && (r.park == nil || !r.park(v.id)) {
@@ -142,6 +143,62 @@ func access(b *devices.Bus, write bool, addr uint64, d []byte) error {
 		_, err = b.Read(addr, d)
 	}
 	return err
+}
+
+// kvmRunMode picks, for each KVM_RUN, kvmRunRaw or kvmRunSyscall.
+//
+// The raw call is the fast one while the guest exits often, but to the
+// runtime the goroutine never stops running, so sysmon preempts it by
+// signal every 10 ms (forcePreemptNS), and each signal is an exit and a
+// re-entry even when the guest had nothing to do. Measured 2026-12-02 in
+// the nested harness (one L1, alternating): the PIO loop took 116 us per
+// exit raw and 167 with Syscall; a guest running `sleep` cost its VMM 88
+// ms of CPU a second raw and 23 with Syscall. So: raw while exits come
+// quickly; once a KVM_RUN ends in EINTR (a preemption or a kick: the guest
+// ran without exiting), Syscall, until rawAfter exits in a row without an
+// EINTR show the guest exiting often again.
+type kvmRunMode struct {
+	quick int // exits in a row that were not EINTR
+}
+
+// rawAfter is how many exits in a row switch back to the raw call: small,
+// since a busy guest in raw mode is preempted every 10 ms and then spends
+// rawAfter exits in the slower mode.
+const rawAfter = 4
+
+func (k *kvmRunMode) call(fd uintptr) error {
+	var err error
+	if k.raw() {
+		err = kvmRunRaw(fd)
+	} else {
+		err = kvmRunSyscall(fd)
+	}
+	k.ended(err)
+	return err
+}
+
+// raw reports whether the next KVM_RUN is the raw call.
+func (k *kvmRunMode) raw() bool { return k.quick >= rawAfter }
+
+// ended takes the result of a KVM_RUN.
+func (k *kvmRunMode) ended(err error) {
+	if err == unix.EINTR {
+		k.quick = 0
+	} else if k.quick < rawAfter {
+		k.quick++
+	}
+}
+
+// kvmRunSyscall is KVM_RUN with the runtime's syscall bookkeeping: the
+// goroutine is in a syscall, so the runtime lets it block (it may hand
+// the P to another thread; ensureProcs leaves spare Ps, so getting one
+// back is cheap).
+func kvmRunSyscall(fd uintptr) error {
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, fd, kvmRun, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 // kvmRunRaw is KVM_RUN without the Go runtime's syscall bookkeeping
