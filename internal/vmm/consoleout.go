@@ -42,6 +42,16 @@ type consoleOut struct {
 	failed   bool          // w returned an error: the rest is dropped
 	kick     chan struct{} // wakes the drainer
 	progress chan struct{} // closed and replaced when the buffer shrinks
+	// queued and written count the bytes taken into buf and handed to w
+	// (or dropped); marks run, in order, once written reaches their at.
+	queued, written uint64
+	marks           []outMark
+}
+
+// outMark is a function to run once the output before it is written.
+type outMark struct {
+	at uint64
+	f  func()
 }
 
 // newConsoleOut starts the drainer; a panic there (in w, or a bug here) is
@@ -77,6 +87,7 @@ func (c *consoleOut) Write(b []byte) (int, error) {
 		}
 		k := min(room, len(b))
 		c.buf = append(c.buf, b[:k]...)
+		c.queued += uint64(k)
 		b = b[k:]
 		c.mu.Unlock()
 		select {
@@ -107,14 +118,49 @@ func (c *consoleOut) drain() {
 		_, err := c.w.Write(chunk[:n])
 		c.mu.Lock()
 		c.busy = false
+		c.written += uint64(n)
 		if err != nil && !c.failed {
 			c.failed = true
 			c.dropped += uint64(len(c.buf))
+			c.written += uint64(len(c.buf))
 			c.buf = nil
 		}
 		close(c.progress)
 		c.progress = make(chan struct{})
+		due := c.dueMarks()
 		c.mu.Unlock()
+		runMarks(due)
+	}
+}
+
+// after runs f once every byte written to c before this call has been
+// handed to the consumer (or dropped): at once if none is pending, else on
+// the drainer's goroutine. The agent's milestones go through it, so that
+// the gate in front of `run`'s stdout closes after the command's last
+// byte, not while that byte still waits here (the agent drains the
+// guest's tty before it reports the exit, so all of it is here by then).
+func (c *consoleOut) after(f func()) {
+	c.mu.Lock()
+	c.marks = append(c.marks, outMark{at: c.queued, f: f})
+	due := c.dueMarks()
+	c.mu.Unlock()
+	runMarks(due)
+}
+
+// dueMarks takes the marks whose output is written; c.mu is held.
+func (c *consoleOut) dueMarks() []outMark {
+	i := 0
+	for i < len(c.marks) && c.marks[i].at <= c.written {
+		i++
+	}
+	due := c.marks[:i:i]
+	c.marks = c.marks[i:]
+	return due
+}
+
+func runMarks(due []outMark) {
+	for _, m := range due {
+		m.f()
 	}
 }
 
@@ -160,10 +206,15 @@ func (c *consoleOut) close(by time.Time) uint64 {
 		}
 		c.mu.Lock()
 		c.dropped += uint64(len(c.buf))
+		c.written += uint64(len(c.buf))
 		c.buf = nil
 		break
 	}
 	d := c.dropped
+	// Marks whose output was dropped still run: their order is kept.
+	due := c.marks
+	c.marks = nil
 	c.mu.Unlock()
+	runMarks(due)
 	return d
 }

@@ -102,3 +102,51 @@ func TestConsoleOutDrainBy(t *testing.T) {
 		t.Error("nothing counted as dropped")
 	}
 }
+
+// TestConsoleOutAfter: a mark runs once the output written before it has
+// reached the reader, in order, and at once when nothing is pending; close
+// runs the marks a stalled reader never let through.
+func TestConsoleOutAfter(t *testing.T) {
+	s := &slow{}
+	c := newConsoleOut(s, failOnPanic(t))
+	seen := make(chan int, 3)
+	mark := func() {
+		s.mu.Lock()
+		seen <- s.buf.Len()
+		s.mu.Unlock()
+	}
+	c.after(mark) // nothing written yet: runs now
+	if got := <-seen; got != 0 {
+		t.Fatalf("first mark saw %d bytes, want 0", got)
+	}
+	total := 0
+	for i := 0; i < 40; i++ {
+		c.Write(bytes.Repeat([]byte{'x'}, 1000))
+		total += 1000
+	}
+	c.after(mark)
+	c.Write([]byte("after the mark"))
+	select {
+	case got := <-seen:
+		if got < total {
+			t.Fatalf("the mark ran with %d of the %d bytes before it written", got, total)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the mark never ran")
+	}
+	c.close(time.Time{})
+
+	st := stalled{unblock: make(chan struct{})}
+	c = newConsoleOut(st, failOnPanic(t))
+	c.Write([]byte("never read"))
+	ran := make(chan struct{})
+	c.after(func() { close(ran) })
+	go func() { time.Sleep(100 * time.Millisecond); c.release() }()
+	c.close(time.Now().Add(200 * time.Millisecond))
+	select {
+	case <-ran:
+	default:
+		t.Fatal("close did not run the mark of output that was dropped")
+	}
+	close(st.unblock)
+}

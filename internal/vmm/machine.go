@@ -128,7 +128,12 @@ func (m *Machine) milestone(code uint8, value uint32) {
 		m.timeline.Mark(PhaseCommandDone)
 	}
 	if m.cfg.OnMilestone != nil {
-		m.cfg.OnMilestone(code, value)
+		// After the console output before it: see consoleOut.after.
+		if m.out != nil {
+			m.out.after(func() { m.cfg.OnMilestone(code, value) })
+		} else {
+			m.cfg.OnMilestone(code, value)
+		}
 	}
 }
 
