@@ -46,6 +46,9 @@ type consoleOut struct {
 	// (or dropped); marks run, in order, once written reaches their at.
 	queued, written uint64
 	marks           []outMark
+	// markMu is held while marks are taken and run, so that they run in
+	// order whichever goroutine finds them due.
+	markMu sync.Mutex
 }
 
 // outMark is a function to run once the output before it is written.
@@ -112,6 +115,11 @@ func (c *consoleOut) drain() {
 			c.mu.Lock()
 		}
 		n := copy(chunk, c.buf)
+		// A chunk ends at the next mark: the bytes after it must reach
+		// the consumer after the mark has run (the gate opens there).
+		if len(c.marks) > 0 && c.marks[0].at > c.written && c.marks[0].at-c.written < uint64(n) {
+			n = int(c.marks[0].at - c.written)
+		}
 		c.buf = append(c.buf[:0], c.buf[n:]...)
 		c.busy = true
 		c.mu.Unlock()
@@ -127,9 +135,8 @@ func (c *consoleOut) drain() {
 		}
 		close(c.progress)
 		c.progress = make(chan struct{})
-		due := c.dueMarks()
 		c.mu.Unlock()
-		runMarks(due)
+		c.runDue(false)
 	}
 }
 
@@ -142,23 +149,23 @@ func (c *consoleOut) drain() {
 func (c *consoleOut) after(f func()) {
 	c.mu.Lock()
 	c.marks = append(c.marks, outMark{at: c.queued, f: f})
-	due := c.dueMarks()
 	c.mu.Unlock()
-	runMarks(due)
+	c.runDue(false)
 }
 
-// dueMarks takes the marks whose output is written; c.mu is held.
-func (c *consoleOut) dueMarks() []outMark {
+// runDue runs, in order, the marks whose output is written, or all of them
+// (close: the rest of the output is given up).
+func (c *consoleOut) runDue(all bool) {
+	c.markMu.Lock()
+	defer c.markMu.Unlock()
+	c.mu.Lock()
 	i := 0
-	for i < len(c.marks) && c.marks[i].at <= c.written {
+	for i < len(c.marks) && (all || c.marks[i].at <= c.written) {
 		i++
 	}
 	due := c.marks[:i:i]
 	c.marks = c.marks[i:]
-	return due
-}
-
-func runMarks(due []outMark) {
+	c.mu.Unlock()
 	for _, m := range due {
 		m.f()
 	}
@@ -211,10 +218,9 @@ func (c *consoleOut) close(by time.Time) uint64 {
 		break
 	}
 	d := c.dropped
-	// Marks whose output was dropped still run: their order is kept.
-	due := c.marks
-	c.marks = nil
 	c.mu.Unlock()
-	runMarks(due)
+	// Marks whose output was dropped (or is stuck in a stalled
+	// consumer's write) still run, in order.
+	c.runDue(true)
 	return d
 }

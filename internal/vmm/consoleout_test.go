@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"bytes"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -150,3 +151,38 @@ func TestConsoleOutAfter(t *testing.T) {
 	}
 	close(st.unblock)
 }
+
+// TestConsoleOutMarkSplitsChunks: bytes written before a mark reach the
+// consumer before it runs and bytes after it after, even when both sit in
+// the buffer at once (the drainer must not hand them over in one chunk):
+// how `run`'s gate opens exactly at the agent's "ready".
+func TestConsoleOutMarkSplitsChunks(t *testing.T) {
+	for i := 0; i < 50; i++ {
+		var mu sync.Mutex
+		var log []string
+		rec := writerFunc(func(b []byte) (int, error) {
+			time.Sleep(100 * time.Microsecond) // the drainer lags
+			mu.Lock()
+			log = append(log, string(b))
+			mu.Unlock()
+			return len(b), nil
+		})
+		c := newConsoleOut(rec, failOnPanic(t))
+		c.Write([]byte("boot log "))
+		c.after(func() { mu.Lock(); log = append(log, "|ready|"); mu.Unlock() })
+		c.Write([]byte("out-42 "))
+		c.after(func() { mu.Lock(); log = append(log, "|done|"); mu.Unlock() })
+		c.Write([]byte("late"))
+		c.close(time.Time{})
+		mu.Lock()
+		got := strings.Join(log, "")
+		mu.Unlock()
+		if want := "boot log |ready|out-42 |done|late"; got != want {
+			t.Fatalf("round %d: consumer saw %q, want %q", i, got, want)
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
