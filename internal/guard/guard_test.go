@@ -49,8 +49,8 @@ func TestGuard(t *testing.T) {
 }
 
 // TestRunFault: a read of a file mapping past its file's end (SIGBUS, what
-// a shrunk initrd under guest RAM gives) is an error from Run, not the end
-// of the process.
+// a shrunk snapshot memory file under guest RAM gives) is an error from
+// Run, not the end of the process.
 func TestRunFault(t *testing.T) {
 	f, err := os.CreateTemp(t.TempDir(), "shrinks")
 	if err != nil {

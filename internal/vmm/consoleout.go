@@ -46,6 +46,7 @@ type consoleOut struct {
 	// (or dropped); marks run, in order, once written reaches their at.
 	queued, written uint64
 	marks           []outMark
+	droppedMarks    uint64 // marks refused at maxMarks
 	// markMu is held while marks are taken and run, so that they run in
 	// order whichever goroutine finds them due.
 	markMu sync.Mutex
@@ -146,12 +147,24 @@ func (c *consoleOut) drain() {
 // the gate in front of `run`'s stdout closes after the command's last
 // byte, not while that byte still waits here (the agent drains the
 // guest's tty before it reports the exit, so all of it is here by then).
+//
+// The guest decides how many milestones it sends: while a stalled consumer
+// holds output back, at most maxMarks wait, and the ones past that are
+// dropped (and counted), so it cannot grow the host without bound.
 func (c *consoleOut) after(f func()) {
 	c.mu.Lock()
-	c.marks = append(c.marks, outMark{at: c.queued, f: f})
+	if len(c.marks) < maxMarks {
+		c.marks = append(c.marks, outMark{at: c.queued, f: f})
+	} else {
+		c.droppedMarks++
+	}
 	c.mu.Unlock()
 	c.runDue(false)
 }
+
+// maxMarks bounds the marks waiting for output: a well-behaved guest sends
+// three milestones in all.
+const maxMarks = 64
 
 // runDue runs, in order, the marks whose output is written, or all of them
 // (close: the rest of the output is given up).

@@ -186,3 +186,28 @@ func TestConsoleOutMarkSplitsChunks(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// TestConsoleOutMarksBounded: a guest that floods milestones while the
+// consumer is stalled makes at most maxMarks wait; the rest are dropped and
+// counted, and close still runs those that waited.
+func TestConsoleOutMarksBounded(t *testing.T) {
+	st := stalled{unblock: make(chan struct{})}
+	c := newConsoleOut(st, failOnPanic(t))
+	c.Write([]byte("held"))
+	ran := 0
+	for i := 0; i < 10*maxMarks; i++ {
+		c.after(func() { ran++ })
+	}
+	c.mu.Lock()
+	waiting, dropped := len(c.marks), c.droppedMarks
+	c.mu.Unlock()
+	if waiting > maxMarks || dropped != uint64(10*maxMarks-waiting) {
+		t.Fatalf("%d marks waiting, %d dropped, for %d sent (bound %d)", waiting, dropped, 10*maxMarks, maxMarks)
+	}
+	c.release()
+	c.close(time.Now().Add(100 * time.Millisecond))
+	if ran != waiting {
+		t.Fatalf("close ran %d of the %d waiting marks", ran, waiting)
+	}
+	close(st.unblock)
+}
