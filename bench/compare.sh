@@ -34,6 +34,11 @@
 #   VIRTFS_SKIP_FS=1     only its `uname -r` row
 #   VIRTFS_BLOB_MIB, VIRTFS_FILES, VIRTFS_CREATE  its sizes (default 256, 10000,
 #                        1000; nested 8, 1000, 200)
+#   BENCH_SNAPSHOT=0|1|only  the snapshot rows (issue 15): `run -- true` cold,
+#                        restored with --snapshot, and QEMU's -incoming
+#                        restore of the same guest, in one L1 (default 1;
+#                        only: nothing else)
+#   BENCH_SNAPSHOT_ROUNDS=N  their rounds (default 10)
 #   MICROVM_FORCE_NESTED=1  use the nested harness even where direct works
 set -euo pipefail
 
@@ -47,13 +52,16 @@ ROUNDS=${BENCH_ROUNDS:-3}
 RUNS=${BENCH_RUNS:-3}
 PEERS=${BENCH_PEERS:-gokvm qemu}
 TIMEOUT_MIN=${BENCH_TIMEOUT_MIN:-40}
+SNAPSHOT=${BENCH_SNAPSHOT:-1}
+SNAP_ROUNDS=${BENCH_SNAPSHOT_ROUNDS:-10}
 KIMG=${BENCH_KERNEL:-bzImage}
 
 log() { echo "bench: $*" >&2; }
 die() { log "$*"; exit 1; }
-for v in ROUNDS RUNS TIMEOUT_MIN; do
+for v in ROUNDS RUNS TIMEOUT_MIN SNAP_ROUNDS; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
 done
+[[ $SNAPSHOT == 0 || $SNAPSHOT == 1 || $SNAPSHOT == only ]] || die "BENCH_SNAPSHOT must be 0, 1 or only (got '$SNAPSHOT')"
 [[ $KIMG == bzImage || $KIMG == vmlinux ]] || die "BENCH_KERNEL must be bzImage or vmlinux (got '$KIMG')"
 
 source "$ROOT/scripts/kvm-mode.sh"
@@ -174,11 +182,18 @@ run_virtfs() {
 		--init "$d/virtfs" "${l1args[@]}" 2>&1 | sed -u -e '/^\[ *[0-9.]*\] /d' -e '/^@@L1 /d'
 }
 
+snap_args=()
+[[ $SNAPSHOT == 0 ]] || snap_args=(--snapshot-rounds "$SNAP_ROUNDS")
+
 log "[4/4] running the benchmarks ($KVM_MODE)"
 if [[ $KVM_MODE == direct ]]; then
 	profile=()
 	[[ " $PEERS " != *" qemu "* || ${BENCH_PROFILE:-1} != 1 ]] || profile=(--profile)
-	[[ $VIRTFS == only ]] || "$WORK/runner" "${runner_args[@]}" "${profile[@]}"
+	if [[ $SNAPSHOT == only ]]; then
+		"$WORK/runner" "${runner_args[@]}" --pio-guest "" --bench-runs 0 --rounds 0 "${snap_args[@]}"
+		exit 0
+	fi
+	[[ $VIRTFS == only ]] || "$WORK/runner" "${runner_args[@]}" "${profile[@]}" "${snap_args[@]}"
 	run_virtfs
 	exit 0
 fi
@@ -215,6 +230,18 @@ run_l1() {
 }
 : >"$WORK/bench.log"
 
+# The snapshot rows (issue 15): microvm cold and restored, and QEMU's
+# restore, interleaved in one fresh L1.
+run_snapshot() {
+	[[ $SNAPSHOT != 0 ]] || return 0
+	run_l1 40m --pio-guest "" --bench-runs 0 --rounds 0 "${snap_args[@]}" ||
+		echo "bench: the snapshot L1 run failed (see above)"
+}
+if [[ $SNAPSHOT == only ]]; then
+	run_snapshot
+	exit 0
+fi
+
 # The exit path, micro-guest start-up and microvm bench in one L1.
 run_l1 "${TIMEOUT_MIN}m" --rounds 0 || echo "bench: the exit-path and microvm bench L1 run failed (see above)"
 
@@ -245,4 +272,5 @@ done
 if ((ROUNDS > 0)); then
 	"$WORK/runner" "${runner_args[@]}" --summarize "$WORK/bench.log"
 fi
+run_snapshot
 run_virtfs || echo "bench: the virtio-9p L1 run failed (see above)"

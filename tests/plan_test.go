@@ -83,7 +83,7 @@ var l1Plan = []l1Group{
 	{Tests: []string{"TestLinuxSnapshotRemake"}, CPUs: 1, Minutes: 8},
 	{Tests: []string{"TestLinuxSnapshotBadInput"}, CPUs: 1, Minutes: 6},
 	// `make bench-snapshot` sets their sizes and its own limit.
-	{Tests: []string{"TestLinuxSnapshotBench", "TestLinuxSnapshotDensity"}, CPUs: 1, Minutes: 40, OptIn: true},
+	{Tests: []string{"TestLinuxSnapshotDensity"}, CPUs: 1, Minutes: 40, OptIn: true},
 	// `make soak` sets MICROVM_SOAK_N and its own limit.
 	{Tests: []string{"TestLinuxSoak"}, CPUs: 1, Minutes: 5, OptIn: true},
 }

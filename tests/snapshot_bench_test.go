@@ -7,59 +7,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
 
-// The snapshot measurements of issue 15, not gate tests: `make
-// bench-snapshot` runs them in one L1 (MICROVM_SNAP_BENCH_N runs each, and
-// MICROVM_SNAP_DENSITY_N restored guests at once).
-
-// TestLinuxSnapshotBench times `microvm run -- true` from exec to exit,
-// cold (the default serial console) and restored (`run --snapshot`),
-// interleaved, and reports medians, their ratio and the snapshot's size.
-func TestLinuxSnapshotBench(t *testing.T) {
-	n := envInt(t, "MICROVM_SNAP_BENCH_N", 0)
-	if n == 0 {
-		t.Skip("MICROVM_SNAP_BENCH_N is unset: the benchmark runs only from `make bench-snapshot`")
-	}
-	kernel, initrd := linuxArtifacts(t)
-	dir := filepath.Join(t.TempDir(), "snap")
-	run := func(args ...string) time.Duration {
-		t0 := time.Now()
-		out, err := exec.Command(microvmBin(t), append([]string{"run", "--kernel", kernel, "--initrd", initrd, "--timeout", "3m"}, args...)...).CombinedOutput()
-		d := time.Since(t0)
-		if err != nil {
-			t.Fatalf("run %v: %v\n%s", args, err, out)
-		}
-		return d
-	}
-	saved := run("--snapshot", dir, "--", "true")
-	var cold, restored []time.Duration
-	for i := range n {
-		cold = append(cold, run("--", "true"))
-		restored = append(restored, run("--snapshot", dir, "--", "true"))
-		t.Logf("bench %d/%d: cold %v, restored %v", i+1, n, cold[i].Round(time.Millisecond), restored[i].Round(time.Millisecond))
-	}
-	mc, mr := median(cold), median(restored)
-	mem, _ := os.Stat(filepath.Join(dir, "memory"))
-	st, _ := os.Stat(filepath.Join(dir, "state"))
-	t.Logf("snapshot-bench: cold run -- true exec to exit: median %v (%s) of %d", mc.Round(time.Millisecond), spread(cold), n)
-	t.Logf("snapshot-bench: restored run --snapshot -- true exec to exit: median %v (%s) of %d; ratio %.3f", mr.Round(time.Millisecond), spread(restored), n, float64(mr)/float64(mc))
-	t.Logf("snapshot-bench: the saving run took %v; memory file %d MiB apparent, %.1f MiB allocated; state %d KiB",
-		saved.Round(time.Millisecond), mem.Size()>>20, float64(allocated(mem))/(1<<20), st.Size()>>10)
-}
-
-// spread is "min A, max B" of d.
-func spread(d []time.Duration) string {
-	return fmt.Sprintf("min %v, max %v", slices.Min(d).Round(time.Millisecond), slices.Max(d).Round(time.Millisecond))
-}
+// The snapshot density run of issue 15, not a gate test: `make
+// bench-snapshot` runs it in one L1 (MICROVM_SNAP_DENSITY_N restored guests
+// at once). Cold against restored timings, with QEMU's restore beside them,
+// are `make bench`'s (bench/runner/snapshot.go).
 
 // TestLinuxSnapshotDensity restores N guests (64 MiB each) from one
 // snapshot, MICROVM_SNAP_DENSITY_PARALLEL (2) coming up at a time, each
@@ -191,14 +150,6 @@ func procField(path, name string) uint64 {
 			v, _ := strconv.ParseUint(f[1], 10, 64)
 			return v << 10
 		}
-	}
-	return 0
-}
-
-// allocated is a file's allocated size (st_blocks).
-func allocated(fi os.FileInfo) uint64 {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return uint64(st.Blocks) * 512
 	}
 	return 0
 }

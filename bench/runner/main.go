@@ -15,7 +15,9 @@
 //     to the guest agent's first console line, time from exec to the VMM's
 //     exit, and the VMM process's peak RSS;
 //  4. with --profile (profile.go), one verbose boot each of microvm and QEMU
-//     and the rows of their guests' boot logs that differ most.
+//     and the rows of their guests' boot logs that differ most;
+//  5. with --snapshot-rounds (snapshot.go), `run -- true` cold and restored
+//     from a snapshot, against QEMU restoring the same guest (-incoming).
 //
 // It prints each result as it comes, then a summary with ratios against the
 // issue's targets (summary.go).
@@ -52,6 +54,8 @@ type options struct {
 	profile              bool
 	profileTop           int
 	profileSyms          string
+	snapRounds           int
+	snapDir              string
 }
 
 // flags registers what every stage shares: the microvm binary and the
@@ -69,6 +73,7 @@ func (o *options) flags(fs *flag.FlagSet) {
 	o.benchFlags(fs)
 	o.compareFlags(fs)
 	o.profileFlags(fs)
+	o.snapshotFlags(fs)
 	fs.StringVar(&o.summarize, "summarize", "", "print the summary of the trial lines and results in this log file, then exit (runs anywhere, no KVM)")
 }
 
@@ -105,6 +110,9 @@ func main() {
 	}
 	if o.microvm != "" && o.profile {
 		runProfile(&o)
+	}
+	if o.microvm != "" && o.snapRounds > 0 {
+		s.snap = runSnapshot(&o)
 	}
 	if o.microvm != "" && o.rounds > 0 {
 		s.cmp = runCompare(&o)

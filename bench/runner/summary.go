@@ -17,6 +17,7 @@ type summary struct {
 	sbInit   *onOff // exec to init, ms
 	bench    *benchResult
 	cmp      *compareResult
+	snap     *snapResult
 }
 
 func median(v []float64) (float64, bool) {
@@ -86,9 +87,44 @@ func (r *summary) print(o *options) {
 				b.Runs, ov.Median, b.PeakRSS.Median, b.GuestTouched.Median, verdict(ov.Median <= 5))
 		}
 	}
+	if sn := r.snap; sn != nil {
+		sn.print()
+	}
 	if c := r.cmp; c != nil {
 		r.printCompare(c)
 	}
+}
+
+// print is the snapshot rows of issue 15.
+func (sn *snapResult) print() {
+	row := func(name string, v []float64) (float64, bool) {
+		m, ok := median(v)
+		if ok {
+			lo, hi := v[0], v[0]
+			for _, x := range v {
+				lo, hi = min(lo, x), max(hi, x)
+			}
+			fmt.Printf("  %-40s median %.2f s (min %.2f, max %.2f; %d runs)\n", name, m, lo, hi, len(v))
+		} else {
+			fmt.Printf("  %-40s not measured\n", name)
+		}
+		return m, ok
+	}
+	fmt.Printf("snapshot restore, exec to exit:\n")
+	c, okC := row("microvm run -- true, cold", sn.cold)
+	m, okM := row("microvm run --snapshot DIR -- true", sn.restored)
+	q, okQ := row("qemu -incoming, same guest and point", sn.qemu)
+	if okC && okM {
+		fmt.Printf("  restored vs cold: %.3f (target <= 0.1: %s)\n", m/c, verdict(m/c <= 0.1))
+	}
+	if okQ && okM {
+		fmt.Printf("  microvm restore vs QEMU's: %.2fx (target <= 0.5x: %s)\n", m/q, verdict(m/q <= 0.5))
+	} else if sn.qemuErr != "" {
+		fmt.Printf("  QEMU's restore: not measured: %s\n", sn.qemuErr)
+	}
+	fmt.Printf("  snapshot on disk: microvm memory file %.0f MiB apparent, %.1f MiB allocated, state %.0f KiB (saved in %.2f s); QEMU migration stream %.1f MiB (saved in %.2f s)\n",
+		float64(sn.memApparent)/(1<<20), float64(sn.memUsed)/(1<<20), float64(sn.stateBytes)/1024, sn.microvmSave.Seconds(),
+		float64(sn.qemuStream)/(1<<20), sn.qemuSave.Seconds())
 }
 
 func fmtOpt(v float64, ok bool, f string) string {
