@@ -79,6 +79,7 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 			m.Close()
 			return nil, err
 		}
+		m.Timeline().Mark(vmm.PhaseSandboxed)
 	}
 	var runCtx context.Context
 	if cfg.Timeout > 0 {

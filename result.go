@@ -40,10 +40,12 @@ const (
 	PhaseKernel  = vmm.PhaseKernel
 	// PhaseSnapshotLoaded replaces PhaseKernel for a restored guest.
 	PhaseSnapshotLoaded = vmm.PhaseSnapshotLoaded
-	PhaseFirstRun       = vmm.PhaseFirstRun
-	PhaseFirstOutput    = vmm.PhaseFirstOutput
-	PhaseInit           = vmm.PhaseInit
-	PhaseAgentReady     = vmm.PhaseAgentReady
+	// PhaseSandboxed: the sandbox is in place, just before the first KVM_RUN.
+	PhaseSandboxed   = vmm.PhaseSandboxed
+	PhaseFirstRun    = vmm.PhaseFirstRun
+	PhaseFirstOutput = vmm.PhaseFirstOutput
+	PhaseInit        = vmm.PhaseInit
+	PhaseAgentReady  = vmm.PhaseAgentReady
 	// PhaseSnapshotSaved: the SaveSnapshot snapshot is written.
 	PhaseSnapshotSaved = vmm.PhaseSnapshotSaved
 	PhaseCommandDone   = vmm.PhaseCommandDone
@@ -86,7 +88,13 @@ type Result struct {
 	// Snapshot is the snapshot restored (Config.Restore) or saved
 	// (Config.SaveSnapshot), nil for neither.
 	Snapshot *SnapshotInfo
+	// Exits counts the guest's exits to the VMM by kind, and each
+	// device's share of the port and MMIO accesses.
+	Exits Exits
 }
+
+// Exits counts a run's exits to the VMM (Result.Exits).
+type Exits = vmm.Exits
 
 // result is the public form of the engine's result; gate is the agent's
 // output gate of a guest run with Command.
@@ -102,6 +110,7 @@ func result(r vmm.Result, gate *agent.Gate) Result {
 		GuestTouched:  r.GuestResident,
 		HostRSS:       selfRSS(),
 		Snapshot:      r.Snapshot,
+		Exits:         r.Exits,
 	}
 	if gate != nil {
 		res.BootLog = gate.Held()

@@ -5,6 +5,7 @@ package devices
 import (
 	"fmt"
 	"sort"
+	"sync/atomic"
 
 	"github.com/microvm-dev/microvm/internal/guard"
 )
@@ -26,6 +27,20 @@ type window struct {
 	base, size uint64
 	name       string
 	dev        Device
+	n          *counts
+}
+
+// counts is how often the guest read and wrote a window: each access is an
+// exit to the VMM, so these say which device costs the guest its exits
+// (the console's bytes, a driver polling a status register). An atomic add
+// is nothing beside the exit it counts.
+type counts struct{ reads, writes atomic.Uint64 }
+
+// Accesses is one device's share of a bus's exits.
+type Accesses struct {
+	Name          string
+	Base          uint64
+	Reads, Writes uint64
 }
 
 // Bus dispatches port I/O or MMIO accesses to devices. It is filled in before
@@ -33,6 +48,7 @@ type window struct {
 type Bus struct {
 	name    string
 	windows []window // sorted by base, non-overlapping
+	missed  counts   // accesses that hit no device
 }
 
 // NewBus returns an empty bus; name ("pio", "mmio") is used in errors.
@@ -56,8 +72,23 @@ func (b *Bus) Register(name string, base, size uint64, dev Device) error {
 	}
 	b.windows = append(b.windows, window{})
 	copy(b.windows[i+1:], b.windows[i:])
-	b.windows[i] = window{base: base, size: size, name: name, dev: dev}
+	b.windows[i] = window{base: base, size: size, name: name, dev: dev, n: new(counts)}
 	return nil
+}
+
+// Accesses lists the devices the guest accessed, in address order, and last
+// (Name "no device", Base 0) the accesses that hit none.
+func (b *Bus) Accesses() []Accesses {
+	var out []Accesses
+	for _, w := range b.windows {
+		if r, wr := w.n.reads.Load(), w.n.writes.Load(); r+wr > 0 {
+			out = append(out, Accesses{Name: w.name, Base: w.base, Reads: r, Writes: wr})
+		}
+	}
+	if r, wr := b.missed.reads.Load(), b.missed.writes.Load(); r+wr > 0 {
+		out = append(out, Accesses{Name: "no device", Reads: r, Writes: wr})
+	}
+	return out
 }
 
 func (b *Bus) find(addr uint64, n int) (*window, uint64, bool) {
@@ -79,11 +110,13 @@ func (b *Bus) find(addr uint64, n int) (*window, uint64, bool) {
 func (b *Bus) Read(addr uint64, data []byte) (ok bool, err error) {
 	w, off, ok := b.find(addr, len(data))
 	if !ok {
+		b.missed.reads.Add(1)
 		for i := range data {
 			data[i] = 0xff
 		}
 		return false, nil
 	}
+	w.n.reads.Add(1)
 	defer w.recoverAccess(addr, &err)
 	w.dev.Read(off, data)
 	return true, nil
@@ -94,8 +127,10 @@ func (b *Bus) Read(addr uint64, data []byte) (ok bool, err error) {
 func (b *Bus) Write(addr uint64, data []byte) (ok bool, err error) {
 	w, off, ok := b.find(addr, len(data))
 	if !ok {
+		b.missed.writes.Add(1)
 		return false, nil
 	}
+	w.n.writes.Add(1)
 	defer w.recoverAccess(addr, &err)
 	w.dev.Write(off, data)
 	return true, nil

@@ -2,6 +2,7 @@ package devices
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	"github.com/microvm-dev/microvm/internal/guard"
@@ -245,5 +246,30 @@ func TestSerialState(t *testing.T) {
 	st.Data = st.Data[:3]
 	if err := NewSerial(nil, nil).RestoreState(st); err == nil {
 		t.Error("a truncated UART state restored")
+	}
+}
+
+// Accesses counts each device's reads and writes, and those that hit none.
+func TestBusAccesses(t *testing.T) {
+	b := NewBus("pio")
+	for _, w := range []struct {
+		name string
+		base uint64
+	}{{"serial", 0x3f8}, {"i8042", 0x60}, {"idle", 0x400}} {
+		if err := b.Register(w.name, w.base, 8, &nopDev{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := make([]byte, 1)
+	for range 3 {
+		_, _ = b.Write(0x3f8, d)
+	}
+	_, _ = b.Read(0x3fd, d)
+	_, _ = b.Read(0x64, d)
+	_, _ = b.Write(0x80, d) // no device
+	got := b.Accesses()
+	want := []Accesses{{"i8042", 0x60, 1, 0}, {"serial", 0x3f8, 1, 3}, {"no device", 0, 0, 1}}
+	if !slices.Equal(got, want) {
+		t.Errorf("Accesses() = %+v, want %+v", got, want)
 	}
 }

@@ -261,6 +261,7 @@ func reportTimeline(f *vmFlags, res microvm.Result, code int) {
 		if s := res.Snapshot; s != nil {
 			fmt.Fprintf(os.Stderr, "  snapshot: %s\n", describeSnapshot(s))
 		}
+		printExits(os.Stderr, res.Exits)
 	}
 	if f.json {
 		b, _ := json.Marshal(report.NewBoot(res, code, report.PeakRSS()))
@@ -269,3 +270,20 @@ func reportTimeline(f *vmFlags, res microvm.Result, code int) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// printExits is the --timings summary of the guest's exits to the VMM: by
+// kind, then the devices that took the most port and MMIO accesses.
+func printExits(w io.Writer, e microvm.Exits) {
+	r := report.ExitsOf(e)
+	if r == nil {
+		return
+	}
+	fmt.Fprintf(w, "  exits to the VMM: %d (port I/O %d, MMIO %d, signals %d, other %d)\n", r.Total, r.IO, r.MMIO, r.Interrupted, r.Other)
+	for i, d := range r.Devices {
+		if i == 6 {
+			fmt.Fprintf(w, "    ... %d more devices\n", len(r.Devices)-i)
+			break
+		}
+		fmt.Fprintf(w, "    %-28s %4s %#-10x %8d reads %8d writes\n", d.Name, d.Bus, d.Base, d.Reads, d.Writes)
+	}
+}

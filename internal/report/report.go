@@ -9,9 +9,11 @@
 package report
 
 import (
+	"sort"
 	"time"
 
 	"github.com/microvm-dev/microvm"
+	"github.com/microvm-dev/microvm/devices"
 )
 
 // Phase is one point of a boot timeline on the wire: the phase's name and
@@ -77,6 +79,49 @@ type Boot struct {
 	// Snapshot is the snapshot path taken (run --snapshot, --restore);
 	// absent without one.
 	Snapshot *Snapshot `json:"snapshot,omitempty"`
+	// Exits counts the guest's exits to the VMM (absent if the guest
+	// never ran).
+	Exits *Exits `json:"exits,omitempty"`
+}
+
+// Exits is the wire form of microvm.Exits.
+type Exits struct {
+	Total       uint64 `json:"total"`
+	IO          uint64 `json:"io"`
+	MMIO        uint64 `json:"mmio"`
+	Interrupted uint64 `json:"interrupted"`
+	Other       uint64 `json:"other"`
+	// Devices is each device's port or MMIO accesses, most first.
+	Devices []DeviceExits `json:"devices,omitempty"`
+}
+
+// DeviceExits is one device's accesses; Bus is "pio" or "mmio".
+type DeviceExits struct {
+	Bus    string `json:"bus"`
+	Name   string `json:"name"`
+	Base   uint64 `json:"base"`
+	Reads  uint64 `json:"reads"`
+	Writes uint64 `json:"writes"`
+}
+
+// ExitsOf is the wire form of e, nil if nothing was counted.
+func ExitsOf(e microvm.Exits) *Exits {
+	if e.Total() == 0 {
+		return nil
+	}
+	w := &Exits{Total: e.Total(), IO: e.IO, MMIO: e.MMIO, Interrupted: e.Interrupted, Other: e.Other}
+	for _, b := range []struct {
+		bus string
+		a   []devices.Accesses
+	}{{"pio", e.PIO}, {"mmio", e.MMIOBus}} {
+		for _, a := range b.a {
+			w.Devices = append(w.Devices, DeviceExits{Bus: b.bus, Name: a.Name, Base: a.Base, Reads: a.Reads, Writes: a.Writes})
+		}
+	}
+	sort.SliceStable(w.Devices, func(i, j int) bool {
+		return w.Devices[i].Reads+w.Devices[i].Writes > w.Devices[j].Reads+w.Devices[j].Writes
+	})
+	return w
 }
 
 // Snapshot is the path `run --snapshot` took: "restored" (from Dir),
@@ -123,5 +168,6 @@ func NewBoot(res microvm.Result, code int, peakRSS uint64) Boot {
 		GuestTouched: res.GuestTouched,
 		Sandbox:      res.Sandbox,
 		Snapshot:     SnapshotOf(res.Snapshot),
+		Exits:        ExitsOf(res.Exits),
 	}
 }

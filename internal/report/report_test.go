@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/microvm-dev/microvm"
+	"github.com/microvm-dev/microvm/devices"
 )
 
 // roundTrip checks that v marshals to exactly want (the wire format the
@@ -74,6 +75,13 @@ func TestNewBoot(t *testing.T) {
 				Timeline: Timeline{{"process-start", 0}, {"init-reached", 1500.001}}}},
 		{"timeout without a timeline", microvm.Result{Reason: microvm.ExitTimeout, Detail: "RIP 0xffff", GuestStatus: -1, Start: start},
 			124, Boot{Reason: "timeout", Code: 124, Detail: "RIP 0xffff", GuestStatus: -1, StartUnixNS: start.UnixNano(), PeakRSS: 1 << 20}},
+		{"exits, devices most first", microvm.Result{Reason: microvm.ExitReset, GuestStatus: -1, Start: start,
+			Exits: microvm.Exits{IO: 120, MMIO: 9, Interrupted: 4, Other: 1,
+				PIO:     []devices.Accesses{{Name: "i8042", Base: 0x60, Reads: 2, Writes: 1}, {Name: "serial ttyS0", Base: 0x3f8, Reads: 40, Writes: 77}},
+				MMIOBus: []devices.Accesses{{Name: "virtio-console", Base: 0xd0000000, Reads: 6, Writes: 3}}}},
+			0, Boot{Reason: "reset", GuestStatus: -1, StartUnixNS: start.UnixNano(), PeakRSS: 1 << 20,
+				Exits: &Exits{Total: 134, IO: 120, MMIO: 9, Interrupted: 4, Other: 1, Devices: []DeviceExits{
+					{"pio", "serial ttyS0", 0x3f8, 40, 77}, {"mmio", "virtio-console", 0xd0000000, 6, 3}, {"pio", "i8042", 0x60, 2, 1}}}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if got := NewBoot(c.res, c.code, 1<<20); !reflect.DeepEqual(got, c.want) {

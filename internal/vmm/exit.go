@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"time"
+
+	"github.com/microvm-dev/microvm/devices"
 )
 
 // ExitReason says how a machine stopped.
@@ -36,6 +38,33 @@ type Result struct {
 	GuestResident uint64
 	// Snapshot is the snapshot restored, or taken at agent ready, if any.
 	Snapshot *SnapshotInfo
+	// Exits is what the guest's exits to this process were, and which
+	// device took each port or MMIO access.
+	Exits Exits
+}
+
+// Exits counts KVM_RUN's returns to the VMM over a run, summed over the
+// vCPUs. Exits KVM handles itself (page faults, HLT with the in-kernel
+// LAPIC, interrupt windows) never reach it and are not here.
+type Exits struct {
+	IO   uint64 // KVM_EXIT_IO: one per exit, a string I/O exit counts once
+	MMIO uint64 // KVM_EXIT_MMIO
+	// Interrupted is KVM_RUN ended by a signal (EINTR): a kick, a poke or
+	// the Go runtime's preemption.
+	Interrupted uint64
+	Other       uint64
+	// PIO and MMIOBus are the accesses per device (devices.Bus.Accesses).
+	PIO, MMIOBus []devices.Accesses
+}
+
+// Total is every return counted.
+func (e Exits) Total() uint64 { return e.IO + e.MMIO + e.Interrupted + e.Other }
+
+func (e *Exits) add(o Exits) {
+	e.IO += o.IO
+	e.MMIO += o.MMIO
+	e.Interrupted += o.Interrupted
+	e.Other += o.Other
 }
 
 // vcpuExit is one event that can end a machine: a vCPU loop's end, an exit

@@ -74,6 +74,11 @@ func (m *Machine) run(ctx context.Context) Result {
 		}
 	}
 	o.panicLine = m.panics.line()
+	var ex Exits
+	for _, v := range m.vcpus {
+		ex.add(v.exits)
+	}
+	ex.PIO, ex.MMIOBus = m.devices.pio.Accesses(), m.devices.mmio.Accesses()
 	end := decide(o)
 	m.timeline.Mark(PhaseExit)
 	return Result{
@@ -85,6 +90,7 @@ func (m *Machine) run(ctx context.Context) Result {
 		Start:         m.cfg.Started,
 		GuestResident: m.mem.Resident(),
 		Snapshot:      m.snapInfo.Load(),
+		Exits:         ex,
 	}
 }
 

@@ -71,6 +71,7 @@ func (r *runner) loop() vcpuExit {
 		err := run.call(fd)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+				v.exits.Interrupted++
 				if !r.stopping.Load() && (r.park == nil || !r.park(v.id)) {
 					r.halted(v.id, v.stoppedForGood())
 				}
@@ -79,7 +80,18 @@ func (r *runner) loop() vcpuExit {
 			return vcpuExit{reason: ExitError, err: fmt.Errorf("vcpu %d: KVM_RUN: %w", v.id, err)}
 		}
 		u := v.run[runExitUnion:]
-		switch reason := le.Uint32(v.run[runExitReason:]); reason {
+		reason := le.Uint32(v.run[runExitReason:])
+		switch reason {
+		case exitIO:
+			v.exits.IO++
+		case exitMMIO:
+			v.exits.MMIO++
+		case exitIntr:
+			v.exits.Interrupted++
+		default:
+			v.exits.Other++
+		}
+		switch reason {
 		case exitIO:
 			dir, size := u[0], int(u[1])
 			port := uint64(le.Uint16(u[2:]))

@@ -20,10 +20,13 @@ const (
 	// PhaseSnapshotLoaded replaces PhaseKernel for a restored machine:
 	// its state, memory mapping and devices are back, ready to run.
 	PhaseSnapshotLoaded Phase = "snapshot-loaded"
-	PhaseFirstRun       Phase = "first-kvm-run"
-	PhaseFirstOutput    Phase = "first-console-byte"
-	PhaseInit           Phase = "init-reached"
-	PhaseAgentReady     Phase = "agent-ready"
+	// PhaseSandboxed: the sandbox is in place (microvm.Start, after Build),
+	// the last step before the first KVM_RUN.
+	PhaseSandboxed   Phase = "sandboxed"
+	PhaseFirstRun    Phase = "first-kvm-run"
+	PhaseFirstOutput Phase = "first-console-byte"
+	PhaseInit        Phase = "init-reached"
+	PhaseAgentReady  Phase = "agent-ready"
 	// PhaseSnapshotSaved: the snapshot asked for at agent ready is written
 	// and the guest runs again (before its command is handed over).
 	PhaseSnapshotSaved Phase = "snapshot-saved"

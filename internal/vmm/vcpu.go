@@ -21,6 +21,9 @@ type vcpu struct {
 	tid atomic.Int32
 	// cpuid is what KVM_SET_CPUID2 gave the vCPU, for its snapshot.
 	cpuid []cpuidEntry
+	// exits counts KVM_RUN's returns; only the vCPU's own loop writes it,
+	// and it is read once that loop has ended (Run's WaitGroup).
+	exits Exits
 }
 
 func (v *vcpu) fd() int { return int(v.f.Fd()) }
