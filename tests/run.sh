@@ -224,7 +224,7 @@ run_group() {
 		local k
 		for k in cloud:$STOCK_CLOUD generic:$STOCK_GENERIC; do
 			extra+=(--file "$l1/stock-${k%%:*}/vmlinuz=${k#*:}/vmlinuz" --file "$l1/stock-${k%%:*}/release=${k#*:}/release"
-				--file "$l1/stock-${k%%:*}/virtio=${k#*:}/virtio")
+				--file "$l1/stock-${k%%:*}/config=${k#*:}/config" --file "$l1/stock-${k%%:*}/virtio=${k#*:}/virtio")
 		done
 		extra+=(--env "MICROVM_STOCK_CLOUD=$l1/stock-cloud" --env "MICROVM_STOCK_GENERIC=$l1/stock-generic")
 	fi

@@ -97,6 +97,8 @@ func testStockKernel(t *testing.T, env string) {
 		}
 	})
 
+	t.Run("vmgenid", func(t *testing.T) { vmgenidTest(t, dir, kernel, release) })
+
 	t.Run("devices", func(t *testing.T) {
 		img := filepath.Join(t.TempDir(), "disk.img")
 		disk := make([]byte, 1<<20)
@@ -138,6 +140,38 @@ func testStockKernel(t *testing.T, env string) {
 			t.Errorf("disk after the guest's write starts %q (%v), want guest-wrote-this", got[:32], err)
 		}
 	})
+}
+
+// vmgenidTest: a snapshot of a stock kernel restored with a new VM
+// generation ID, which the kernel's own vmgenid driver notices (GED
+// interrupt, Notify on VGEN): it reseeds its CRNG and says so in its log,
+// which on a cold boot it never does. A kernel built without the driver
+// (Debian's cloud kernel) skips, naming it.
+func vmgenidTest(t *testing.T, dir, kernel, release string) {
+	cfg, err := os.ReadFile(filepath.Join(dir, "config"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cfg), "\nCONFIG_VMGENID=y\n") {
+		t.Skipf("%s is built without CONFIG_VMGENID: no driver reads the generation ID", release)
+	}
+	const reseeded = "crng reseeded due to virtual machine fork"
+	initrd := modulesInitrd(t, dir)
+	flags := []string{"--console", "virtio", "--cmdline", "console=ttyS0", "--snapshot", filepath.Join(t.TempDir(), "snap"), "--json"}
+	saved := stockRun(t, kernel, initrd, flags, "dmesg")
+	if saved.code != 0 || !strings.Contains(saved.stderr, `"path":"saved"`) {
+		t.Fatalf("saving run: exit %d, want 0 and a saved snapshot", saved.code)
+	}
+	if strings.Contains(saved.stdout, reseeded) {
+		t.Fatalf("a cold boot's log says %q", reseeded)
+	}
+	r := stockRun(t, kernel, initrd, flags, "dmesg")
+	if r.code != 0 || !strings.Contains(r.stderr, `"path":"restored"`) {
+		t.Fatalf("restore: exit %d, want 0 from a restored snapshot", r.code)
+	}
+	if !strings.Contains(r.stdout, reseeded) {
+		t.Errorf("the restored kernel's log lacks %q: it did not see a new generation ID", reseeded)
+	}
 }
 
 // TestStockKernelSMP: --cpus 2 brings both CPUs online, both kernels

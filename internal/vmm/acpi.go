@@ -51,6 +51,10 @@ func acpiConfig(cpus int, infos []DeviceInfo) acpi.Config {
 	}
 	nVirtio := 0
 	for _, d := range infos {
+		if d.Kind == VMGenIDDevice {
+			c.VMGenID = &acpi.VMGenID{Addr: d.Base, IRQ: d.IRQ}
+			continue
+		}
 		if d.HID == "" {
 			continue
 		}
@@ -70,7 +74,7 @@ func acpiConfig(cpus int, infos []DeviceInfo) acpi.Config {
 // ACPITables returns the tables a machine with cpus vCPUs and these
 // devices gets, laid out at layout.ACPITablesAddr.
 func ACPITables(cpus int, infos []DeviceInfo) (*acpi.Tables, error) {
-	return acpi.Build(layout.ACPITablesAddr, layout.HighMemStart-layout.ACPITablesAddr, acpiConfig(cpus, infos))
+	return acpi.Build(layout.ACPITablesAddr, layout.VMGenIDAddr-layout.ACPITablesAddr, acpiConfig(cpus, infos))
 }
 
 // acpiTables writes the ACPI tables into guest memory, once every device

@@ -24,6 +24,10 @@ const (
 	// VirtioMMIODevice is a virtio-mmio transport window
 	// (virtio 1.x spec, 4.2 "Virtio Over MMIO").
 	VirtioMMIODevice
+	// VMGenIDDevice is the VM generation ID (with ACPI): Base/Size its
+	// identifier in guest memory, IRQ the generic event device's GSI that
+	// announces a new one. The DSDT describes both (acpi.VMGenID).
+	VMGenIDDevice
 )
 
 // DeviceInfo is the one record of a device: every description of it (the
@@ -112,6 +116,14 @@ func (dm *DeviceManager) AddLegacy(l Legacy) error {
 		dm.state = append(dm.state, st)
 	}
 	return nil
+}
+
+// AddVMGenID records the VM generation ID at its layout address and IRQ;
+// st is its snapshot state (a restore gives the guest a new identifier).
+func (dm *DeviceManager) AddVMGenID(st snapshot.Stateful) {
+	dm.infos = append(dm.infos, DeviceInfo{Name: "vmgenid", Kind: VMGenIDDevice,
+		Base: layout.VMGenIDAddr, Size: layout.VMGenIDSize, IRQ: layout.GEDIRQ})
+	dm.state = append(dm.state, st)
 }
 
 // AddVirtio gives a virtio device the next virtio-mmio slot: window

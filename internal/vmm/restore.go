@@ -229,6 +229,12 @@ func isAMD(host []cpuidEntry) bool {
 }
 
 func (b *builder) restoreDevices() error {
+	// Another device list (a legacy device more or less: the VM generation
+	// ID joined ACPI machines after some snapshots were made) is a stale
+	// snapshot, which `run --snapshot` makes again, not a damaged one.
+	if err := b.m.devices.sameDevices(b.snap.file.Devices); err != nil {
+		return staleErr("%s: %v", b.m.cfg.Restore, err)
+	}
 	if err := b.m.devices.restoreState(b.snap.file.Devices); err != nil {
 		return b.badState(err)
 	}

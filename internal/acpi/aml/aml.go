@@ -1,7 +1,8 @@
 // Package aml encodes the small part of the ACPI Machine Language a VMM's
-// DSDT needs: names, scopes, devices, packages, integers, strings and
-// resource templates. Every function returns the encoded bytes of one term,
-// to be nested into the next; nothing is evaluated. Section numbers are
+// DSDT needs: names, scopes, devices, packages, integers, strings,
+// resource templates, and methods whose statements are Notify. Every
+// function returns the encoded bytes of one term, to be nested into the
+// next; nothing is evaluated. Section numbers are
 // those of the ACPI Specification 6.5: chapter 20 (AML grammar) and 6.4
 // (resource data types).
 //
@@ -28,6 +29,8 @@ const (
 	scopeOp      = 0x10
 	bufferOp     = 0x11
 	packageOp    = 0x12
+	methodOp     = 0x14
+	notifyOp     = 0x86
 	extOpPrefix  = 0x5b
 	deviceOp     = 0x82 // after extOpPrefix
 	onesOp       = 0xff
@@ -190,6 +193,26 @@ func Scope(path string, terms ...[]byte) []byte {
 // Device is ASL's Device(path) { terms } (20.2.5.2, DefDevice).
 func Device(path string, terms ...[]byte) []byte {
 	return pkg([]byte{extOpPrefix, deviceOp}, append([][]byte{NameString(path)}, terms...)...)
+}
+
+// Method is ASL's Method(path, args, Serialized or NotSerialized) { terms }
+// (20.2.5.2, DefMethod): MethodFlags hold the argument count (0-7) in bits
+// 2-0 and the serialize flag in bit 3; the sync level stays 0.
+func Method(path string, args int, serialized bool, terms ...[]byte) []byte {
+	if args < 0 || args > 7 {
+		panic(fmt.Sprintf("aml: method %s: %d arguments, want 0 to 7", path, args))
+	}
+	flags := byte(args)
+	if serialized {
+		flags |= 1 << 3
+	}
+	return pkg([]byte{methodOp}, append([][]byte{NameString(path), {flags}}, terms...)...)
+}
+
+// Notify is ASL's Notify(path, value) (20.2.5.3, DefNotify): the object is
+// a name, the value an integer constant.
+func Notify(path string, value uint64) []byte {
+	return append(append([]byte{notifyOp}, NameString(path)...), Int(value)...)
 }
 
 // Package is ASL's Package() { elements } (20.2.5.4, DefPackage), at most

@@ -42,6 +42,14 @@ var cases = map[string]func() [][]byte{
 			Name("_SB.DEV0.X001", Int(8)),
 		}
 	},
+	"methods": func() [][]byte {
+		return [][]byte{Scope("_SB",
+			Device("VGEN", Name("_HID", String("MVMG0001")), Name("_CID", String("VM_Gen_Counter")),
+				Name("_DDN", String("VM_Gen_Counter")), Name("ADDR", Package(Int(0xff000), Int(0)))),
+			Device("GED0", Name("_HID", String("ACPI0013")), Method("_EVT", 1, false, Notify("VGEN", 0x80))),
+			Method("M000", 0, true, Notify("\\_SB.VGEN", 0), Notify("GED0", 0x1234)),
+		)}
+	},
 	"long": func() [][]byte {
 		var devs [][]byte
 		for i := 0; i < 40; i++ {

@@ -25,6 +25,9 @@ func DSDT(c Config) ([]byte, error) {
 		}
 		devs = append(devs, dev)
 	}
+	if g := c.VMGenID; g != nil {
+		devs = append(devs, vmGenIDDevices(*g)...)
+	}
 	body := aml.Scope("_SB", devs...)
 	s5 := uint64(c.S5SleepType)
 	body = append(body, aml.Name("_S5", aml.Package(aml.Int(s5), aml.Int(0), aml.Int(0), aml.Int(0)))...)
@@ -87,4 +90,25 @@ func isEISAID(id string) bool {
 		}
 	}
 	return true
+}
+
+// vmGenIDDevices are VGEN, the generation ID (its _CID and _DDN as the
+// specification names them; ACPICA upper-cases a string _CID, which is
+// how Linux's "VM_GEN_COUNTER" matches it), and GED0, the generic event
+// device (ACPI0013) whose one interrupt notifies VGEN.
+func vmGenIDDevices(g VMGenID) [][]byte {
+	return [][]byte{
+		aml.Device("VGEN",
+			aml.Name("_HID", aml.String("MVMG0001")),
+			aml.Name("_CID", aml.String("VM_Gen_Counter")),
+			aml.Name("_DDN", aml.String("VM_Gen_Counter")),
+			aml.Name("ADDR", aml.Package(aml.Int(g.Addr&0xffffffff), aml.Int(g.Addr>>32))),
+		),
+		aml.Device("GED0",
+			aml.Name("_HID", aml.String("ACPI0013")),
+			aml.Name("_UID", aml.Int(0)),
+			aml.Name("_CRS", aml.ResourceTemplate(aml.Interrupt(aml.InterruptFlags{Consumer: true, Edge: true}, g.IRQ))),
+			aml.Method("_EVT", 1, false, aml.Notify("VGEN", 0x80)),
+		),
+	}
 }

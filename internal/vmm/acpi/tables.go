@@ -41,6 +41,20 @@ type Config struct {
 	// S5SleepType is the SLP_TYP value _S5 announces for soft-off.
 	S5SleepType uint8
 	Devices     []Device
+	// VMGenID, if set, adds a VM generation ID device and the generic
+	// event device that notifies it.
+	VMGenID *VMGenID
+}
+
+// VMGenID is Microsoft's "Virtual Machine Generation ID" device (the
+// vmgenid.docx specification; Linux drivers/virt/vmgenid.c): ADDR gives
+// the guest-physical address of a 16-byte identifier that changes when
+// the VM is restored from a snapshot, and the Notify(VGEN, 0x80) a GED
+// interrupt runs (ACPI 6.5, 5.6.9) makes the guest read it again; Linux
+// then reseeds its CRNG (add_vmfork_randomness).
+type VMGenID struct {
+	Addr uint64 // in e820-reserved memory
+	IRQ  uint32 // the GED's GSI, edge-triggered, active high
 }
 
 // Device is one device in the DSDT, under \_SB.

@@ -145,25 +145,39 @@ func TestBuildErrors(t *testing.T) {
 }
 
 // TestDSDTAgainstIasl: Build's DSDT is, byte for byte after the header,
-// what iasl compiles from testdata/dsdt.asl.
+// what iasl compiles from testdata/NAME.asl: the sample machine, and the
+// same with the VM generation ID and its generic event device.
 func TestDSDTAgainstIasl(t *testing.T) {
-	want, err := os.ReadFile("testdata/dsdt.aml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := build(t, 1).Table("DSDT")
-	if !bytes.Equal(got[headerSize:], want[headerSize:]) {
-		t.Errorf("DSDT AML\n got  % x\n want % x", got[headerSize:], want[headerSize:])
-	}
-	if iasl, err := exec.LookPath("iasl"); err == nil {
-		out := filepath.Join(t.TempDir(), "dsdt")
-		if b, err := exec.Command(iasl, "-p", out, "testdata/dsdt.asl").CombinedOutput(); err != nil {
-			t.Fatalf("iasl: %v\n%s", err, b)
-		}
-		fresh, _ := os.ReadFile(out + ".aml")
-		if !bytes.Equal(fresh[headerSize:], want[headerSize:]) {
-			t.Error("testdata/dsdt.aml is not what iasl makes of dsdt.asl now: run testdata/gen.sh")
-		}
+	withGenID := sampleConfig(1)
+	withGenID.VMGenID = &VMGenID{Addr: 0xff000, IRQ: 21}
+	for _, c := range []struct {
+		name string
+		cfg  Config
+	}{{"dsdt", sampleConfig(1)}, {"dsdt-vmgenid", withGenID}} {
+		t.Run(c.name, func(t *testing.T) {
+			want, err := os.ReadFile("testdata/" + c.name + ".aml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tb, err := Build(base, room, c.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := tb.Table("DSDT")
+			if !bytes.Equal(got[headerSize:], want[headerSize:]) {
+				t.Errorf("DSDT AML\n got  % x\n want % x", got[headerSize:], want[headerSize:])
+			}
+			if iasl, err := exec.LookPath("iasl"); err == nil {
+				out := filepath.Join(t.TempDir(), c.name)
+				if b, err := exec.Command(iasl, "-p", out, "testdata/"+c.name+".asl").CombinedOutput(); err != nil {
+					t.Fatalf("iasl: %v\n%s", err, b)
+				}
+				fresh, _ := os.ReadFile(out + ".aml")
+				if !bytes.Equal(fresh[headerSize:], want[headerSize:]) {
+					t.Errorf("testdata/%s.aml is not what iasl makes of %s.asl now: run testdata/gen.sh", c.name, c.name)
+				}
+			}
+		})
 	}
 }
 

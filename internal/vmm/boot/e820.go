@@ -21,14 +21,16 @@ type E820Entry struct {
 
 // E820 builds the memory map: low RAM up to the EBDA, the reserved EBDA/BIOS
 // area holding the MP table (and, with acpiTables, an ACPI entry for the
-// tables at its top), RAM from 1 MiB to the hole, and RAM above 4 GiB.
+// tables at its top, then the VM generation ID's reserved page), RAM from
+// 1 MiB to the hole, and RAM above 4 GiB.
 func E820(regions []Range, acpiTables bool) []E820Entry {
 	low := regions[0]
 	e := []E820Entry{{0, layout.EBDAStart, E820RAM}}
 	if acpiTables {
 		e = append(e,
 			E820Entry{layout.EBDAStart, layout.ACPITablesAddr - layout.EBDAStart, E820Reserved},
-			E820Entry{layout.ACPITablesAddr, layout.HighMemStart - layout.ACPITablesAddr, E820ACPI})
+			E820Entry{layout.ACPITablesAddr, layout.VMGenIDAddr - layout.ACPITablesAddr, E820ACPI},
+			E820Entry{layout.VMGenIDAddr, layout.HighMemStart - layout.VMGenIDAddr, E820Reserved})
 	} else {
 		e = append(e, E820Entry{layout.EBDAStart, layout.HighMemStart - layout.EBDAStart, E820Reserved})
 	}

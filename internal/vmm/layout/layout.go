@@ -42,6 +42,11 @@ const (
 	// reached as well through boot_params.acpi_rsdp_addr. An e820 ACPI
 	// entry when the tables are there.
 	ACPITablesAddr = 0xe0000
+	// VMGenIDAddr..HighMemStart is one page after the ACPI tables' room,
+	// reserved in the e820 map (not ACPI-reclaimable, so no guest ever
+	// reuses it): the 16-byte VM generation ID the DSDT's VGEN points at.
+	VMGenIDAddr = 0xff000
+	VMGenIDSize = 16
 	// KernelLoadAddr is where a bzImage's protected-mode code is loaded.
 	KernelLoadAddr = HighMemStart
 
@@ -90,6 +95,9 @@ const (
 	MaxIRQ = 23
 	// MaxVirtioDevices bounds the virtio-mmio slots: IRQs 5 to 20.
 	MaxVirtioDevices = 16
+	// GEDIRQ is the ACPI generic event device's GSI (with ACPI only): its
+	// interrupt tells the guest that the VM generation ID changed.
+	GEDIRQ = VirtioIRQBase + MaxVirtioDevices
 )
 
 // LowRAM is how much of size bytes of guest RAM sits below the 32-bit MMIO
