@@ -3,6 +3,7 @@ package vmm
 import (
 	"fmt"
 	"os"
+	"unsafe"
 
 	"github.com/microvm-dev/microvm/internal/snapshot"
 	"github.com/microvm-dev/microvm/internal/vmm/boot"
@@ -54,12 +55,40 @@ func ramLayout(size uint64) []Region {
 // NewMemory maps size bytes of guest RAM. MAP_NORESERVE: a large guest costs
 // only the pages it touches.
 func NewMemory(size uint64) (*Memory, error) {
-	b, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	b, err := hugeAlignedAnon(size)
 	if err != nil {
 		return nil, fmt.Errorf("mmap %d bytes of guest memory: %w", size, err)
 	}
 	return newMemory(b, size), nil
+}
+
+// hugeAlignedAnon maps size bytes of anonymous memory at a 2 MiB boundary
+// and asks for transparent huge pages (MADV_HUGEPAGE), as QEMU does for its
+// RAM: backed by a huge page, a 2 MiB guest range is one stage-2 (NPT/EPT)
+// mapping, not 512, so KVM takes one fault where it took 512. KVM maps 2 MiB
+// only where guest-physical and host addresses agree modulo 2 MiB, hence
+// the alignment (RAM regions start at 0 and 4 GiB). Measured nested
+// (2026-12-02, 6 alternating cold boots of each in one L1): KVM's pf_fixed
+// per boot 8036 -> 18, its exits 14905 -> 6269, exec to init 5.23 -> 4.56 s;
+// peak RSS unchanged (43 vs 46 MiB), since the guest touches the same
+// ranges. Without THP on the host the advice is ignored.
+func hugeAlignedAnon(size uint64) ([]byte, error) {
+	const huge = 2 << 20
+	p, err := unix.MmapPtr(-1, 0, nil, uintptr(size+huge), unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, err
+	}
+	head := (huge - uintptr(p)%huge) % huge
+	if head > 0 {
+		_ = unix.MunmapPtr(p, head)
+	}
+	if tail := huge - head; tail > 0 {
+		_ = unix.MunmapPtr(unsafe.Add(p, head+uintptr(size)), tail)
+	}
+	b := unsafe.Slice((*byte)(unsafe.Add(p, head)), size)
+	_ = unix.Madvise(b, unix.MADV_HUGEPAGE)
+	return b, nil
 }
 
 // MemoryFromFile maps a snapshot's memory file as guest RAM, privately:
