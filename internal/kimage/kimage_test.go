@@ -100,3 +100,56 @@ func TestRelease(t *testing.T) {
 		t.Error("an ELF without a banner has a release")
 	}
 }
+
+// elfWithRodata is a minimal ELF64 whose .rodata section (found through
+// the section headers) holds rodata, after filler bytes.
+func elfWithRodata(filler, rodata []byte) []byte {
+	le := binary.LittleEndian
+	shstr := []byte("\x00.rodata\x00.shstrtab\x00")
+	rodataOff := 64 + len(filler)
+	shstrOff := rodataOff + len(rodata)
+	shoff := shstrOff + len(shstr)
+	b := make([]byte, 64)
+	copy(b, "\x7fELF\x02\x01\x01")
+	le.PutUint16(b[16:], 2)  // ET_EXEC
+	le.PutUint16(b[18:], 62) // EM_X86_64
+	le.PutUint32(b[20:], 1)
+	le.PutUint64(b[40:], uint64(shoff))
+	le.PutUint16(b[52:], 64) // e_ehsize
+	le.PutUint16(b[54:], 56) // e_phentsize
+	le.PutUint16(b[58:], 64) // e_shentsize
+	le.PutUint16(b[60:], 3)  // e_shnum
+	le.PutUint16(b[62:], 2)  // e_shstrndx
+	b = append(append(append(b, filler...), rodata...), shstr...)
+	sh := func(name, typ uint32, flags uint64, off, size int) []byte {
+		s := make([]byte, 64)
+		le.PutUint32(s[0:], name)
+		le.PutUint32(s[4:], typ)
+		le.PutUint64(s[8:], flags)
+		le.PutUint64(s[24:], uint64(off))
+		le.PutUint64(s[32:], uint64(size))
+		le.PutUint64(s[48:], 1)
+		return s
+	}
+	b = append(b, make([]byte, 64)...)                    // SHN_UNDEF
+	b = append(b, sh(1, 1, 2, rodataOff, len(rodata))...) // .rodata: PROGBITS, ALLOC
+	b = append(b, sh(9, 3, 0, shstrOff, len(shstr))...)   // .shstrtab: STRTAB
+	return b
+}
+
+// TestReleaseFromRodata: for an ELF with section headers the banner is
+// looked for in .rodata first (where linux_banner is), not from the
+// file's start: a banner-like string before it is not taken.
+func TestReleaseFromRodata(t *testing.T) {
+	dir := t.TempDir()
+	filler := append([]byte("Linux version 0.0-decoy (x@y) #1\n"), bytes.Repeat([]byte{0xaa}, 300<<10)...)
+	p := write(t, dir, "vmlinux", elfWithRodata(filler, []byte("Linux version 6.12.118-microvm (microvm@microvm) #1 SMP\x00")))
+	if got, err := Release(p); err != nil || got != "6.12.118-microvm" {
+		t.Errorf("Release = %q, %v; want 6.12.118-microvm from .rodata", got, err)
+	}
+	// Without the banner in .rodata, the whole file is scanned.
+	p = write(t, dir, "norodata", elfWithRodata(filler, []byte("nothing here")))
+	if got, err := Release(p); err != nil || got != "0.0-decoy" {
+		t.Errorf("Release = %q, %v; want the whole-file scan's 0.0-decoy", got, err)
+	}
+}
