@@ -2,6 +2,7 @@ package tests
 
 import (
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/microvm-dev/microvm/internal/report"
 )
 
 // Generous wall-clock limits: inside the nested harness everything runs
@@ -56,10 +59,11 @@ func TestMicroGuestBootProtocol(t *testing.T) {
 			"microguest: hello",
 			// The DSDT announces the virtio devices: nothing is added.
 			"cmdline: "+cmdline,
-			"e820: 4 entries",
+			"e820: 5 entries",
 			"e820: 0x0000000000000000 0x000000000009fc00 1",
 			"e820: 0x000000000009fc00 0x0000000000040400 2",
-			"e820: 0x00000000000e0000 0x0000000000020000 3", // the ACPI tables
+			"e820: 0x00000000000e0000 0x000000000001f000 3", // the ACPI tables
+			"e820: 0x00000000000ff000 0x0000000000001000 2", // the VM generation ID's page
 			"e820: 0x0000000000100000 0x000000000ff00000 1",
 			initrdLine,
 		)
@@ -80,6 +84,42 @@ func TestMicroGuestBootProtocol(t *testing.T) {
 			initrdLine,
 		)
 	})
+}
+
+// TestMicroGuestExitCounts: --json's exit counts are the guest's own
+// accesses. hello polls the UART's status before each byte it writes
+// (THRE is always set, so once), then writes the debug port's done code
+// and resets through the i8042: com1 has as many reads as writes as
+// stdout has bytes, the debug port and the i8042 one write each, and the
+// port I/O exits are exactly their sum.
+func TestMicroGuestExitCounts(t *testing.T) {
+	r := bootGuest(t, "hello.elf", "--acpi", "off", "--json", "--timeout", "3m")
+	if r.code != 0 {
+		t.Fatalf("exit code %d, want 0", r.code)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	var b report.Boot
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &b); err != nil || b.Exits == nil {
+		t.Fatalf("no exits in --json (%v): %s", err, lines[len(lines)-1])
+	}
+	got := map[string]report.DeviceExits{}
+	var pio uint64
+	for _, d := range b.Exits.Devices {
+		got[d.Name] = d
+		if d.Bus == "pio" {
+			pio += d.Reads + d.Writes
+		}
+	}
+	n := uint64(len(r.stdout))
+	if c := got["com1"]; c.Writes != n || c.Reads != n || c.Base != 0x3f8 {
+		t.Errorf("com1 %+v, want %d reads and %d writes at 0x3f8", c, n, n)
+	}
+	if d, i := got["debug"], got["i8042"]; d.Writes != 1 || i.Writes != 1 {
+		t.Errorf("debug %+v, i8042 %+v: want one write each", d, i)
+	}
+	if b.Exits.IO != pio || b.Exits.Total < b.Exits.IO+b.Exits.MMIO {
+		t.Errorf("exits %+v: port I/O exits should be the devices' %d accesses", b.Exits, pio)
+	}
 }
 
 // TestMicroGuestACPI: a guest that reads the tables as an OS does (RSDP

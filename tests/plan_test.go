@@ -30,7 +30,7 @@ type l1Group struct {
 var microTests = []string{
 	"TestAPIMicroGuest", "TestBadInput", "TestCheck", "TestInGuest", "TestInGuestShare", "TestInGuestRoot",
 	"TestMicroGuestBootProtocol", "TestMicroGuestACPI", "TestMicroGuestTripleFault", "TestMicroGuestSMP",
-	"TestMicroGuestHighMemory", "TestMicroGuestTimeout", "TestNonRoot",
+	"TestMicroGuestHighMemory", "TestMicroGuestTimeout", "TestMicroGuestExitCounts", "TestNonRoot",
 	"TestSignalBeforeKVM", "TestSignalGuestRunning", "TestSignalHangup", "TestConsoleEscape",
 	"TestHostileTransport", "TestHostileGrowth", "TestHostileStalledStdout",
 	"TestSandboxProc", "TestSandboxModes", "TestSandboxMemory", "TestAPISandboxed",
