@@ -31,9 +31,10 @@ type window struct {
 }
 
 // counts is how often the guest read and wrote a window: each access is an
-// exit to the VMM, so these say which device costs the guest its exits
-// (the console's bytes, a driver polling a status register). An atomic add
-// is nothing beside the exit it counts.
+// exit to the VMM (the elements of one string I/O exit count one each), so
+// these say which device costs the guest its exits (the console's bytes, a
+// driver polling a status register). An atomic add is nothing beside the
+// exit it counts.
 type counts struct{ reads, writes atomic.Uint64 }
 
 // Accesses is one device's share of a bus's exits.

@@ -75,7 +75,7 @@ func runSnapshot(o *options) *snapResult {
 	// the first KVM_RUN to the exit on microvm's own timeline: the guest's
 	// share, which no VMM work shortens.
 	var guest []float64
-	run := func(extra ...string) (time.Duration, error) {
+	run := func(want string, extra ...string) (time.Duration, error) {
 		argv := append([]string{"run", "--kernel", o.kernel, "--initrd", o.initrd, "--memory", mem, "--timeout", o.bootTimeout.String(), "--json"}, extra...)
 		argv = append(argv, "--", "true")
 		cmd := exec.Command(o.microvm, argv...)
@@ -89,7 +89,15 @@ func runSnapshot(o *options) *snapResult {
 		}
 		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 		var rep report.Boot
-		if json.Unmarshal([]byte(lines[len(lines)-1]), &rep) == nil && rep.Snapshot != nil && rep.Snapshot.Path == "restored" {
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rep); err != nil {
+			return d, fmt.Errorf("microvm %s: no --json report: %v", strings.Join(argv, " "), err)
+		}
+		if len(extra) > 0 { // --snapshot: a run that saved again is not a restore
+			if rep.Snapshot == nil || rep.Snapshot.Path != want {
+				return d, fmt.Errorf("microvm %s: snapshot path %+v, want %q", strings.Join(argv, " "), rep.Snapshot, want)
+			}
+		}
+		if want == "restored" {
 			first, ok1 := rep.Timeline.MS(microvm.PhaseFirstRun)
 			exit, ok2 := rep.Timeline.MS(microvm.PhaseExit)
 			if ok1 && ok2 {
@@ -102,7 +110,7 @@ func runSnapshot(o *options) *snapResult {
 	snap := filepath.Join(dir, "microvm")
 	progressf("microvm: saving the snapshot (cold boot to agent ready) ...")
 	var err error
-	if r.microvmSave, err = run("--snapshot", snap); err != nil {
+	if r.microvmSave, err = run("saved", "--snapshot", snap); err != nil {
 		fmt.Printf("  snapshot: %v\n", err)
 		return nil
 	}
@@ -134,7 +142,7 @@ func runSnapshot(o *options) *snapResult {
 			s := steps[(k+i-1)%len(steps)]
 			switch s {
 			case "cold":
-				d, err := run()
+				d, err := run("")
 				if err != nil {
 					fmt.Printf("  round %d: cold: %v\n", i, err)
 					continue
@@ -142,7 +150,7 @@ func runSnapshot(o *options) *snapResult {
 				r.cold = append(r.cold, d.Seconds())
 				progressf("round %d/%d: microvm cold     %6.2f s", i, o.snapRounds, d.Seconds())
 			case "restored":
-				d, err := run("--snapshot", snap)
+				d, err := run("restored", "--snapshot", snap)
 				if err != nil {
 					fmt.Printf("  round %d: restored: %v\n", i, err)
 					continue
@@ -218,6 +226,8 @@ func (q *qemuSnap) save() error {
 	select {
 	case <-mw.found:
 	case <-time.After(q.o.bootTimeout):
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait() // the output is copied in full before the tail is read
 		return fmt.Errorf("the guest did not print %q within %v: %s", snapshotPoint, q.o.bootTimeout, lastLine(mw.tail))
 	}
 	// Let the shell reach its read of the serial line.
@@ -316,6 +326,7 @@ func (q *qemuSnap) restore() (time.Duration, error) {
 		c.Close()
 		return fail(err)
 	}
+	_ = c.SetDeadline(time.Now().Add(q.o.bootTimeout))
 	_, err = io.Copy(c, f)
 	f.Close()
 	c.Close()
@@ -389,6 +400,7 @@ func dialQMP(path string, limit time.Duration) (*qmpConn, error) {
 		return nil, fmt.Errorf("qmp: %w", err)
 	}
 	q := &qmpConn{c: c, r: bufio.NewReader(c)}
+	_ = c.SetDeadline(time.Now().Add(time.Minute))
 	if _, err := q.r.ReadBytes('\n'); err != nil { // the greeting
 		c.Close()
 		return nil, fmt.Errorf("qmp greeting: %w", err)

@@ -290,12 +290,8 @@ func Release(path string) (string, error) {
 	// the banner its first bytes), so the scan starts there. Scanning
 	// from the start read 8 MiB, about 100 ms of every boot in the
 	// nested harness. The whole file is the fallback.
-	if ef, err := elf.NewFile(f); err == nil {
-		if s := ef.Section(".rodata"); s != nil && s.Type == elf.SHT_PROGBITS {
-			if r := scanBanner(io.NewSectionReader(f, int64(s.Offset), int64(s.Size)), nil); r != "" {
-				return r, nil
-			}
-		}
+	if r := rodataBanner(f); r != "" {
+		return r, nil
 	}
 	if _, err := f.Seek(int64(len(head)), io.SeekStart); err != nil {
 		return "", err
@@ -304,6 +300,26 @@ func Release(path string) (string, error) {
 		return r, nil
 	}
 	return "", fmt.Errorf("%s: no Linux banner in the image", path)
+}
+
+// rodataBanner is the release in an ELF's .rodata, or "". debug/elf does
+// not promise to survive any input, and the file is the user's: a panic
+// in it only means the whole-file scan decides.
+func rodataBanner(f *os.File) (release string) {
+	defer func() {
+		if recover() != nil {
+			release = ""
+		}
+	}()
+	ef, err := elf.NewFile(f)
+	if err != nil {
+		return ""
+	}
+	s := ef.Section(".rodata")
+	if s == nil || s.Type != elf.SHT_PROGBITS {
+		return ""
+	}
+	return scanBanner(io.NewSectionReader(f, int64(s.Offset), int64(s.Size)), nil)
 }
 
 // scanBanner looks for the banner in head and then what r holds, in 64

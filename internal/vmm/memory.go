@@ -31,6 +31,7 @@ type Memory struct {
 	// process can open nothing.
 	probe    *snapshot.PageProbe
 	dontDump bool // MADV_DONTDUMP took
+	anon     bool // mapped by hugeAlignedAnon, so unmapped with MunmapPtr
 }
 
 // Errors for guest addresses that are not RAM.
@@ -59,7 +60,9 @@ func NewMemory(size uint64) (*Memory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mmap %d bytes of guest memory: %w", size, err)
 	}
-	return newMemory(b, size), nil
+	m := newMemory(b, size)
+	m.anon = true
+	return m, nil
 }
 
 // hugeAlignedAnon maps size bytes of anonymous memory at a 2 MiB boundary
@@ -74,7 +77,10 @@ func NewMemory(size uint64) (*Memory, error) {
 // ranges. Without THP on the host the advice is ignored.
 func hugeAlignedAnon(size uint64) ([]byte, error) {
 	const huge = 2 << 20
-	p, err := unix.MmapPtr(-1, 0, nil, uintptr(size+huge), unix.PROT_READ|unix.PROT_WRITE,
+	// Whole pages: the slack around the mapping is unmapped in pages, and
+	// Close unmaps cap(b), the rounded length.
+	pages := uintptr((size + snapshot.PageSize - 1) &^ (snapshot.PageSize - 1))
+	p, err := unix.MmapPtr(-1, 0, nil, pages+huge, unix.PROT_READ|unix.PROT_WRITE,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 	if err != nil {
 		return nil, err
@@ -84,9 +90,9 @@ func hugeAlignedAnon(size uint64) ([]byte, error) {
 		_ = unix.MunmapPtr(p, head)
 	}
 	if tail := huge - head; tail > 0 {
-		_ = unix.MunmapPtr(unsafe.Add(p, head+uintptr(size)), tail)
+		_ = unix.MunmapPtr(unsafe.Add(p, head+pages), tail)
 	}
-	b := unsafe.Slice((*byte)(unsafe.Add(p, head)), size)
+	b := unsafe.Slice((*byte)(unsafe.Add(p, head)), pages)[:size]
 	_ = unix.Madvise(b, unix.MADV_HUGEPAGE)
 	return b, nil
 }
@@ -125,7 +131,14 @@ func (m *Memory) Close() error {
 	if m.mapping == nil {
 		return nil
 	}
-	err := unix.Munmap(m.mapping)
+	var err error
+	if m.anon {
+		// Mapped with MmapPtr (hugeAlignedAnon), which unix.Munmap does
+		// not know: it would refuse with EINVAL and unmap nothing.
+		err = unix.MunmapPtr(unsafe.Pointer(&m.mapping[0]), uintptr(cap(m.mapping)))
+	} else {
+		err = unix.Munmap(m.mapping)
+	}
 	m.mapping = nil
 	m.probe.Close()
 	if m.backing != nil {

@@ -133,3 +133,33 @@ func TestDontDump(t *testing.T) {
 		t.Errorf("guest RAM's VmFlags %q lack dd", flags)
 	}
 }
+
+// TestMemoryHugeAligned: fresh RAM starts on a 2 MiB boundary (so KVM can
+// map it with 2 MiB stage-2 entries), and Close unmaps all of it, also for
+// a size that is not whole pages: nothing of it is left in the maps.
+func TestMemoryHugeAligned(t *testing.T) {
+	for _, size := range []uint64{64 * layout.MiB, 32*layout.MiB + 1} {
+		m, err := NewMemory(size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := uintptr(unsafe.Pointer(&m.mapping[0]))
+		if base%(2*layout.MiB) != 0 {
+			t.Errorf("size %d: guest RAM at %#x, not on a 2 MiB boundary", size, base)
+		}
+		m.mapping[size-1] = 1 // the last byte is there
+		if err := m.Close(); err != nil {
+			t.Fatalf("size %d: Close: %v", size, err)
+		}
+		maps, err := os.ReadFile("/proc/self/maps")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(maps), "\n") {
+			var lo, hi uintptr
+			if _, err := fmt.Sscanf(l, "%x-%x", &lo, &hi); err == nil && lo < base+uintptr(size) && hi > base {
+				t.Errorf("size %d: %#x+%#x still mapped after Close: %s", size, base, size, l)
+			}
+		}
+	}
+}
