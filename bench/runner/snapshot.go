@@ -135,40 +135,30 @@ func runSnapshot(o *options) *snapResult {
 			r.qemuSave, r.qemuStream = q.saveTime, q.streamBytes
 		}
 	}
+	// The three rows, each a way to time one run and where its samples go.
+	type row struct {
+		label string
+		time  func() (time.Duration, error)
+		into  *[]float64
+	}
+	rows := []row{
+		{"microvm cold    ", func() (time.Duration, error) { return run("") }, &r.cold},
+		{"microvm restored", func() (time.Duration, error) { return run("restored", "--snapshot", snap) }, &r.restored},
+	}
+	if q != nil {
+		rows = append(rows, row{"qemu restored   ", q.restore, &r.qemu})
+	}
 	for i := 1; i <= o.snapRounds; i++ {
-		// Rotate the order, so that none of the three always follows the same one.
-		steps := []string{"cold", "restored", "qemu"}
-		for k := range steps {
-			s := steps[(k+i-1)%len(steps)]
-			switch s {
-			case "cold":
-				d, err := run("")
-				if err != nil {
-					fmt.Printf("  round %d: cold: %v\n", i, err)
-					continue
-				}
-				r.cold = append(r.cold, d.Seconds())
-				progressf("round %d/%d: microvm cold     %6.2f s", i, o.snapRounds, d.Seconds())
-			case "restored":
-				d, err := run("restored", "--snapshot", snap)
-				if err != nil {
-					fmt.Printf("  round %d: restored: %v\n", i, err)
-					continue
-				}
-				r.restored = append(r.restored, d.Seconds())
-				progressf("round %d/%d: microvm restored %6.2f s", i, o.snapRounds, d.Seconds())
-			case "qemu":
-				if q == nil {
-					continue
-				}
-				d, err := q.restore()
-				if err != nil {
-					fmt.Printf("  round %d: qemu restore: %v\n", i, err)
-					continue
-				}
-				r.qemu = append(r.qemu, d.Seconds())
-				progressf("round %d/%d: qemu restored    %6.2f s", i, o.snapRounds, d.Seconds())
+		// Rotate the order, so that none of the rows always follows the same one.
+		for k := range rows {
+			w := rows[(k+i-1)%len(rows)]
+			d, err := w.time()
+			if err != nil {
+				fmt.Printf("  round %d: %s: %v\n", i, strings.TrimSpace(w.label), err)
+				continue
 			}
+			*w.into = append(*w.into, d.Seconds())
+			progressf("round %d/%d: %s %6.2f s", i, o.snapRounds, w.label, d.Seconds())
 		}
 	}
 	return r

@@ -60,6 +60,20 @@ type Exits struct {
 // Total is every return counted.
 func (e Exits) Total() uint64 { return e.IO + e.MMIO + e.Interrupted + e.Other }
 
+// count takes one KVM_RUN return with exit reason r.
+func (e *Exits) count(r uint32) {
+	switch r {
+	case exitIO:
+		e.IO++
+	case exitMMIO:
+		e.MMIO++
+	case exitIntr:
+		e.Interrupted++
+	default:
+		e.Other++
+	}
+}
+
 func (e *Exits) add(o Exits) {
 	e.IO += o.IO
 	e.MMIO += o.MMIO

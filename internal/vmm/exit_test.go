@@ -95,3 +95,16 @@ func TestPanicWatcher(t *testing.T) {
 type countWriter int
 
 func (c *countWriter) Write(b []byte) (int, error) { *c += countWriter(len(b)); return len(b), nil }
+
+// TestExitsCount: each KVM_RUN return lands in the one counter its exit
+// reason names, everything else in Other, and Total sums them.
+func TestExitsCount(t *testing.T) {
+	var e Exits
+	for _, r := range []uint32{exitIO, exitIO, exitMMIO, exitIntr, exitHLT, exitShutdown} {
+		e.count(r)
+	}
+	if want := (Exits{IO: 2, MMIO: 1, Interrupted: 1, Other: 2}); e.IO != want.IO || e.MMIO != want.MMIO ||
+		e.Interrupted != want.Interrupted || e.Other != want.Other || e.Total() != 6 {
+		t.Errorf("counts %+v (total %d), want %+v (total 6)", e, e.Total(), want)
+	}
+}

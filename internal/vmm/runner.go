@@ -81,16 +81,7 @@ func (r *runner) loop() vcpuExit {
 		}
 		u := v.run[runExitUnion:]
 		reason := le.Uint32(v.run[runExitReason:])
-		switch reason {
-		case exitIO:
-			v.exits.IO++
-		case exitMMIO:
-			v.exits.MMIO++
-		case exitIntr:
-			v.exits.Interrupted++
-		default:
-			v.exits.Other++
-		}
+		v.exits.count(reason)
 		switch reason {
 		case exitIO:
 			dir, size := u[0], int(u[1])
