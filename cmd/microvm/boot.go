@@ -38,7 +38,7 @@ func (f *vmFlags) register(fs *pflag.FlagSet, defaultCmdline string) {
 	fs.IntVar(&f.cpus, "cpus", 1, "number of vCPUs")
 	fs.StringVar(&f.memory, "memory", "256M", "guest RAM, e.g. 512M or 6G")
 	fs.DurationVar(&f.timeout, "timeout", 0, "stop the guest and exit 124 after this long (0: no limit)")
-	fs.BoolVar(&f.timings, "timings", false, "print the boot timeline on stderr at exit")
+	fs.BoolVar(&f.timings, "timings", false, "print the boot timeline and the guest's exit counts on stderr at exit")
 	fs.BoolVar(&f.json, "json", false, "print the timeline and exit reason as one JSON object on stderr at exit")
 	fs.StringArrayVar(&f.disks, "disk", nil, "attach a raw disk image as virtio-blk: PATH[,ro] (repeatable: vda, vdb, ...)")
 	fs.StringArrayVar(&f.nets, "net", nil, "attach virtio-net on a host TAP: tap=NAME[,mac=MAC] (repeatable)")
